@@ -1,0 +1,1 @@
+"""Prefect flows and their command-line entry points."""

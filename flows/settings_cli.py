@@ -1,0 +1,107 @@
+"""Command-line flags generated from the Settings model, so the two never drift apart.
+
+Every field becomes ``--field-name``; priority is flag > environment (``BCE_*``) >
+config file (``--config FILE.toml``) > default.
+
+Example::
+
+    >>> settings = settings_from_argv(["--epochs", "1", "--pdf-dir", "my_pdfs"])
+    >>> settings.epochs
+    1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from tasks.settings import Settings, load_config_file
+
+
+class SettingsError(ValueError):
+    """Settings that do not validate, explained one field per line."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _arg_type(annotation: Any) -> tuple[Any, list[Any] | None]:
+    """(converter, choices) for a field annotation such as ``int | None`` or ``Literal[...]``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return str, list(typing.get_args(annotation))
+    if args and origin is not typing.Literal:
+        inner = args[0]
+        if typing.get_origin(inner) is typing.Literal:
+            return str, list(typing.get_args(inner))
+        return inner, None
+    return annotation, None
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="TOML or JSON file with settings (same names as the flags, with _).")
+    for name, field in Settings.model_fields.items():
+        help_text = field.description or ""
+        default = field.default
+        if name == "prompt_template":
+            default = "(built-in Chinese prompt)"
+        conv, choices = _arg_type(field.annotation)
+        if conv is bool:
+            parser.add_argument(
+                _flag(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                help=f"{help_text} (default: {default})",
+            )
+            continue
+        parser.add_argument(
+            _flag(name),
+            dest=name,
+            type=conv,
+            choices=choices,
+            default=argparse.SUPPRESS,
+            metavar=None if choices else name.upper(),
+            help=f"{help_text} (default: {default}; env BCE_{name.upper()})",
+        )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    values = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    config: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        config = load_config_file(args.config)
+        unknown = set(config) - set(Settings.model_fields)
+        if unknown:
+            raise SettingsError(f"{args.config}: unknown settings {sorted(unknown)}")
+    # Init values outrank the environment in pydantic-settings, so the config file's
+    # values are only passed where no BCE_* variable sets the field.
+    from_file = {k: v for k, v in config.items() if f"BCE_{k.upper()}" not in os.environ}
+    try:
+        return Settings(**{**from_file, **values})
+    except ValidationError as e:
+        raise SettingsError(explain(e)) from None
+
+
+def explain(error: ValidationError) -> str:
+    lines = ["invalid settings:"]
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        flag = _flag(where) if where in Settings.model_fields else where
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {flag}: {msg}")
+    return "\n".join(lines)
+
+
+def settings_from_argv(argv: Sequence[str] | None = None, prog: str = "finetune_bce") -> Settings:
+    return settings_from_args(build_parser(prog, "").parse_args(argv))

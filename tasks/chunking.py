@@ -1,0 +1,63 @@
+"""Split pages into chunks with LlamaIndex's SentenceSplitter.
+
+A chunk's id is derived from its document and its text, so the same PDF gives the
+same ids on every run and the per-chunk generation cache lines up across runs.
+
+Example::
+
+    >>> chunks = chunk_documents(documents, chunk_size=300, chunk_overlap=30)
+    >>> chunks[0].chunk_id, chunks[0].source, chunks[0].page
+"""
+
+from __future__ import annotations
+
+from llama_index.core import Document as LIDocument
+from llama_index.core.node_parser import SentenceSplitter
+
+from tasks.fileio import sha256_text
+from tasks.records import Chunk, Document
+
+# Metadata stays out of the text the splitter measures and embeds: it is for
+# provenance, and counting it would shrink every chunk.
+_META_KEYS = ["doc_id", "source", "page"]
+
+
+def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
+    """Stable id of a chunk; ``occurrence`` separates identical texts in one document."""
+    return sha256_text(f"{doc_id}\n{occurrence}\n{text}")[:32]
+
+
+def chunk_documents(documents: list[Document], chunk_size: int, chunk_overlap: int) -> list[Chunk]:
+    """Chunk every page of every document, in document and page order."""
+    splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    li_docs = [
+        LIDocument(
+            text=page.text,
+            metadata={"doc_id": page.doc_id, "source": page.source, "page": page.page},
+            excluded_embed_metadata_keys=_META_KEYS,
+            excluded_llm_metadata_keys=_META_KEYS,
+        )
+        for doc in documents
+        for page in doc.pages
+    ]
+    nodes = splitter.get_nodes_from_documents(li_docs)
+    chunks: list[Chunk] = []
+    seen: dict[tuple[str, str], int] = {}
+    for node in nodes:
+        text = node.get_content().strip()
+        if not text:
+            continue
+        meta = node.metadata
+        key = (meta["doc_id"], text)
+        occurrence = seen.get(key, 0)
+        seen[key] = occurrence + 1
+        chunks.append(
+            Chunk(
+                chunk_id=chunk_id_for(meta["doc_id"], text, occurrence),
+                doc_id=meta["doc_id"],
+                source=meta["source"],
+                page=int(meta["page"]),
+                text=text,
+            )
+        )
+    return chunks

@@ -1,0 +1,218 @@
+"""Metrics tables and the run report, as text.
+
+Pure functions: they format, the flow writes. ``rows`` map a model label (``base``,
+``finetuned``, a path…) to the metrics of :func:`tasks.evaluation.evaluate_model`;
+the first model is the baseline and the *change* column is the last model minus the
+first, in percentage points.
+
+Example::
+
+    >>> rows = {"base": {"cosine_accuracy@1": 0.50}, "finetuned": {"cosine_accuracy@1": 0.62}}
+    >>> print(metrics_table(rows, keys=("accuracy@1",)))
+    | metric | base | finetuned | change (pts) |
+    |---|---:|---:|---:|
+    | accuracy@1 | 0.5000 | 0.6200 | +12.0 |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MAIN_KEYS: tuple[str, ...] = ("accuracy@1", "accuracy@5", "mrr@10", "ndcg@10", "map@100", "recall@10")
+
+CHANGE_HEADER = "change (pts)"
+
+# The settings a reader needs to reproduce or judge a run, in reading order.
+MAIN_SETTINGS: tuple[str, ...] = (
+    "profile",
+    "base_model",
+    "pooling",
+    "llm_backend",
+    "llm_model",
+    "questions_per_chunk",
+    "chunk_size",
+    "chunk_overlap",
+    "val_ratio",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "warmup_steps",
+    "max_seq_length",
+    "seed",
+)
+
+Rows = Mapping[str, Mapping[str, float]]
+
+
+def metric_value(metrics: Mapping[str, float], key: str) -> float | None:
+    """``key`` (e.g. ``ndcg@10``) from ``metrics``, whatever similarity prefix it carries.
+
+    >>> metric_value({"cosine_ndcg@10": 0.7}, "ndcg@10")
+    0.7
+    """
+    if key in metrics:
+        return float(metrics[key])
+    if f"cosine_{key}" in metrics:
+        return float(metrics[f"cosine_{key}"])
+    for name, value in metrics.items():
+        if name.endswith(f"_{key}"):
+            return float(value)
+    return None
+
+
+def format_change(first: float | None, last: float | None) -> str:
+    """Last minus first in percentage points with a sign: ``+3.2``, ``-0.5``, ``+0.0``.
+
+    >>> format_change(0.40, 0.432)
+    '+3.2'
+    """
+    if first is None or last is None:
+        return ""
+    points = round((last - first) * 100, 1)
+    return f"{points + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def table_cells(rows: Rows, keys: Sequence[str] = MAIN_KEYS) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells shared by the markdown and the console tables."""
+    models = list(rows)
+    with_change = len(models) > 1
+    header = ["metric", *models, *([CHANGE_HEADER] if with_change else [])]
+    body = []
+    for key in keys:
+        values = [metric_value(rows[m], key) for m in models]
+        cells = [key, *("–" if v is None else f"{v:.4f}" for v in values)]
+        if with_change:
+            cells.append(format_change(values[0], values[-1]))
+        body.append(cells)
+    return header, body
+
+
+def metrics_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS) -> str:
+    """A markdown table: one row per metric, one column per model, and the change.
+
+    With a single model there is nothing to compare and no change column.
+    """
+    if not rows:
+        return "_no metrics_"
+    header, body = table_cells(rows, keys)
+    lines = [_md_row(header), "|---|" + "---:|" * (len(header) - 1)]
+    lines += [_md_row(cells) for cells in body]
+    return "\n".join(lines)
+
+
+def console_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS) -> str:
+    """The same table as plain text with aligned columns, for the terminal.
+
+    >>> print(console_table({"base": {"mrr@10": 0.5}, "finetuned": {"mrr@10": 0.6}}, keys=("mrr@10",)))
+    metric    base  finetuned  change (pts)
+    mrr@10  0.5000     0.6000         +10.0
+    """
+    if not rows:
+        return "(no metrics)"
+    header, body = table_cells(rows, keys)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "  ".join([first, *rest]).rstrip()
+
+    return "\n".join(line(r) for r in [header, *body])
+
+
+def render_report(metrics: Rows, summary: Mapping[str, Any], settings_dump: Mapping[str, Any]) -> str:
+    """report.md of a run.
+
+    Args:
+        metrics: ``{model label: metrics}``, the baseline first (the flow's ``metrics.json``).
+        summary: The flow's ``summary.json``. Read, when present: ``output_dir``,
+            ``model_path``, ``base_model`` (``spec``, ``path``, ``source``, ``pooling``),
+            ``stages`` (``{stage: {"seconds", "cached", counts…}}``) and ``total_seconds``.
+        settings_dump: ``Settings.model_dump(mode="json")``.
+    """
+    stages: Mapping[str, Mapping[str, Any]] = summary.get("stages") or {}
+    parts = ["# Embedding fine-tuning report", ""]
+
+    parts += ["## Retrieval on the validation set", "", metrics_table(metrics, MAIN_KEYS), ""]
+    if len(metrics) > 1:
+        first, last = list(metrics)[0], list(metrics)[-1]
+        parts += [f"_{CHANGE_HEADER}: {last} minus {first}, in percentage points._", ""]
+
+    data = _dataset_lines(stages)
+    if data:
+        parts += ["## Data", "", *data, ""]
+
+    models = _model_lines(summary)
+    if models:
+        parts += ["## Models", "", *models, ""]
+
+    parts += ["## Settings", "", "| setting | value |", "|---|---|"]
+    for name in MAIN_SETTINGS:
+        if name in settings_dump:
+            value = settings_dump[name]
+            if name == "base_model" and value is None:
+                value = (summary.get("base_model") or {}).get("spec")
+            parts.append(f"| {name} | {_md_escape(_show(value))} |")
+    parts.append("")
+
+    if stages:
+        parts += ["## Stage timings", "", "| stage | seconds | cached |", "|---|---:|---|"]
+        for name, info in stages.items():
+            seconds = info.get("seconds")
+            cached = "yes" if info.get("cached") else "no"
+            parts.append(f"| {name} | {'' if seconds is None else f'{seconds:.1f}'} | {cached} |")
+        if summary.get("total_seconds") is not None:
+            parts.append(f"| **total** | {summary['total_seconds']:.1f} | |")
+        parts.append("")
+
+    return "\n".join(parts)
+
+
+def _dataset_lines(stages: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    wanted = [
+        ("documents", "documents", "PDF documents"),
+        ("documents", "pages", "pages"),
+        ("documents", "skipped", "PDF files skipped"),
+        ("chunks", "train_chunks", "training chunks"),
+        ("chunks", "val_chunks", "validation chunks"),
+        ("questions", "train_queries", "training questions"),
+        ("questions", "val_queries", "validation questions"),
+        ("training", "pairs", "training pairs"),
+        ("training", "epochs", "epochs"),
+        ("training", "steps_run", "training steps run"),
+    ]
+    return [
+        f"- {label}: {stages[stage][key]}"
+        for stage, key, label in wanted
+        if stage in stages and stages[stage].get(key) is not None
+    ]
+
+
+def _model_lines(summary: Mapping[str, Any]) -> list[str]:
+    lines = []
+    base = summary.get("base_model") or {}
+    if base:
+        where = base.get("path") or base.get("spec")
+        extra = ", ".join(f"{k}: {base[k]}" for k in ("source", "pooling") if base.get(k))
+        lines.append(f"- base: `{where}`" + (f" ({extra})" if extra else ""))
+    model_path = summary.get("model_path")
+    if not model_path and summary.get("output_dir"):
+        model_path = f"{summary['output_dir']}/model"
+    if model_path:
+        lines.append(f"- fine-tuned: `{model_path}`")
+    if summary.get("output_dir"):
+        lines.append(f"- output folder: `{summary['output_dir']}`")
+    return lines
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(_md_escape(c) for c in cells) + " |"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _show(value: Any) -> str:
+    return "(default)" if value is None else str(value)

@@ -1,0 +1,317 @@
+"""The Prefect tasks of the pipeline: thin wrappers around the pure stage code.
+
+Each task reads and writes files under the run's folder and returns a small
+record (paths and counts), never a model or a tensor. Each has a cache key built
+from its real inputs — the content hashes of the files it reads, the settings it
+uses and the source of the code it runs — so an unchanged rerun is served from
+Prefect's cache. The flow forces a refresh when a task's outputs have gone missing
+from disk (see ``flows.finetune_bce``), so a cache hit never points at nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.context import TaskRunContext
+
+from tasks.fileio import read_jsonl, sha256_file, stable_hash, write_jsonl_atomic
+from tasks.records import Chunk, Document
+from tasks.settings import Settings
+
+
+# --- cache keys --------------------------------------------------------------------
+
+
+def source_hash(*modules: str) -> str:
+    """Hash of the source files of ``modules``: editing the code invalidates the cache."""
+    parts = []
+    for name in modules:
+        __import__(name)
+        parts.append(inspect.getsource(sys.modules[name]))
+    return stable_hash(parts)
+
+
+def file_fingerprint(path: Path) -> str:
+    path = Path(path)
+    return sha256_file(path) if path.is_file() else "missing"
+
+
+def dir_fingerprint(path: Path) -> str:
+    """Content hash of every file of a folder (a model): names, sizes and bytes."""
+    path = Path(path)
+    if not path.is_dir():
+        return "missing"
+    return stable_hash(
+        [(p.relative_to(path).as_posix(), file_fingerprint(p)) for p in sorted(path.rglob("*")) if p.is_file()]
+    )
+
+
+def _key(task_name: str, modules: tuple[str, ...], *inputs: Any) -> str:
+    return stable_hash([task_name, source_hash(*modules), *inputs])
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a run (unit tests of the wrappers)
+        return logging.getLogger(__name__)
+
+
+# --- 1. documents ----------------------------------------------------------------------
+
+DOCUMENT_MODULES = ("tasks.documents", "tasks.text_cleaning", "tasks.stages")
+
+
+@dataclass
+class DocumentsRecord:
+    documents_path: str
+    n_files: int
+    n_documents: int
+    n_pages: int
+    n_duplicates: int
+    skipped: list[dict[str, str]]
+
+
+def _documents_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    from tasks.documents import find_pdfs
+
+    pdf_dir = Path(params["pdf_dir"])
+    files = [(p.relative_to(pdf_dir).as_posix(), sha256_file(p)) for p in find_pdfs(pdf_dir)]
+    return _key("read_documents", DOCUMENT_MODULES, str(Path(params["work_dir"]).resolve()), files)
+
+
+@task(name="read-documents", cache_key_fn=_documents_key, persist_result=True)
+def read_documents(pdf_dir: Path, work_dir: Path) -> DocumentsRecord:
+    """Find, hash, extract and clean every PDF under ``pdf_dir``; skip the unreadable ones."""
+    from tasks.documents import load_documents
+
+    result = load_documents(Path(pdf_dir), logger=_logger())
+    out = Path(work_dir) / "documents.jsonl"
+    write_jsonl_atomic(out, [d.to_dict() for d in result.documents])
+    return DocumentsRecord(
+        documents_path=str(out),
+        n_files=result.n_files,
+        n_documents=len(result.documents),
+        n_pages=result.n_pages,
+        n_duplicates=sum(len(d.duplicates) for d in result.documents),
+        skipped=[asdict(s) for s in result.skipped],
+    )
+
+
+def load_documents_file(path: str | Path) -> list[Document]:
+    return [Document.from_dict(d) for d in read_jsonl(Path(path))]
+
+
+# --- 2. split ---------------------------------------------------------------------------
+
+
+def _split_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    return _key(
+        "split", ("tasks.split",), file_fingerprint(params["documents_path"]), params["val_ratio"], params["seed"]
+    )
+
+
+@task(name="split-train-val", cache_key_fn=_split_key, persist_result=True)
+def split_train_val(documents_path: str, val_ratio: float, seed: int) -> dict[str, Any]:
+    """Assign whole documents to train or validation."""
+    from tasks.split import split_documents
+
+    docs = load_documents_file(documents_path)
+    plan = split_documents([d.doc_id for d in docs], val_ratio, seed)
+    if plan.by == "chunk":
+        _logger().warning("only one document: splitting its chunks into train and validation instead")
+    return asdict(plan)
+
+
+# --- 3. chunks ----------------------------------------------------------------------------
+
+
+@dataclass
+class ChunksRecord:
+    chunks_path: str
+    n_train_chunks: int
+    n_val_chunks: int
+    split_by: str
+
+
+def _chunks_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    return _key(
+        "chunk",
+        ("tasks.chunking", "tasks.split"),
+        file_fingerprint(params["documents_path"]),
+        params["plan"],
+        params["chunk_size"],
+        params["chunk_overlap"],
+        params["val_ratio"],
+        params["seed"],
+        str(Path(params["work_dir"]).resolve()),
+    )
+
+
+@task(name="chunk", cache_key_fn=_chunks_key, persist_result=True)
+def chunk(
+    documents_path: str,
+    plan: dict[str, Any],
+    chunk_size: int,
+    chunk_overlap: int,
+    val_ratio: float,
+    seed: int,
+    work_dir: Path,
+) -> ChunksRecord:
+    """Chunk every page with SentenceSplitter and tag each chunk train or val."""
+    from tasks.chunking import chunk_documents
+    from tasks.split import SplitPlan, assign_chunks
+
+    chunks = chunk_documents(load_documents_file(documents_path), chunk_size, chunk_overlap)
+    train, val = assign_chunks(chunks, SplitPlan(**plan), val_ratio, seed)
+    out = Path(work_dir) / "chunks.jsonl"
+    write_jsonl_atomic(
+        out, [{**c.to_dict(), "split": "train"} for c in train] + [{**c.to_dict(), "split": "val"} for c in val]
+    )
+    return ChunksRecord(str(out), len(train), len(val), plan["by"])
+
+
+def load_chunks_file(path: str | Path) -> tuple[list[Chunk], list[Chunk]]:
+    train, val = [], []
+    for row in read_jsonl(Path(path)):
+        split = row.pop("split")
+        (train if split == "train" else val).append(Chunk(**row))
+    return train, val
+
+
+# --- 4. questions ------------------------------------------------------------------------
+
+
+@dataclass
+class QuestionsRecord:
+    train_dataset: str
+    val_dataset: str
+    questions_path: str
+    n_train_queries: int
+    n_val_queries: int
+    stats: dict[str, Any]
+
+
+def _questions_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    settings: Settings = params["settings"]
+    return _key(
+        "questions",
+        ("tasks.generation", "tasks.prompts", "tasks.qa_dataset"),
+        file_fingerprint(params["chunks_path"]),
+        settings.generation_fingerprint(),
+        str(Path(params["out_dir"]).resolve()),
+    )
+
+
+@task(name="generate-questions", cache_key_fn=_questions_key, persist_result=True, retries=2, retry_delay_seconds=10)
+def generate(chunks_path: str, settings: Settings, out_dir: Path) -> QuestionsRecord:
+    """Write questions for every chunk (cache first), then the train and val datasets."""
+    from tasks.generation import generate_questions
+    from tasks.llm import make_writer
+    from tasks.qa_dataset import build_dataset
+
+    train, val = load_chunks_file(chunks_path)
+    result = generate_questions(train + val, settings, make_writer)
+    triples = [(q.qid, q.chunk_id, q.question) for q in result.questions]
+    out_dir = Path(out_dir)
+    datasets = {}
+    for name, chunks in (("train", train), ("val", val)):
+        ds = build_dataset({c.chunk_id: c.text for c in chunks}, triples)
+        ds.save(out_dir / f"{name}_dataset.json")
+        datasets[name] = ds
+    questions_path = out_dir / "work" / "questions.jsonl"
+    write_jsonl_atomic(questions_path, [asdict(q) for q in result.questions])
+    return QuestionsRecord(
+        train_dataset=str(out_dir / "train_dataset.json"),
+        val_dataset=str(out_dir / "val_dataset.json"),
+        questions_path=str(questions_path),
+        n_train_queries=len(datasets["train"].queries),
+        n_val_queries=len(datasets["val"].queries),
+        stats=result.stats.to_dict(),
+    )
+
+
+# --- 5. base model --------------------------------------------------------------------------
+
+
+def _base_model_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    s: Settings = params["settings"]
+    spec = s.resolved_base_model()
+    local = Path(spec).expanduser()
+    # A local folder is identified by its files; an id or the bundled model by its name.
+    identity = dir_fingerprint(local) if local.is_dir() else spec
+    return _key(
+        "base_model",
+        ("tasks.base_model", "tasks.bundled_e5"),
+        identity,
+        s.model_hub,
+        s.pooling,
+        s.query_prompt,
+        s.document_prompt,
+        s.trust_remote_code,
+        str(Path(s.models_dir).resolve()),
+    )
+
+
+@task(name="prepare-base-model", cache_key_fn=_base_model_key, persist_result=True, retries=1, retry_delay_seconds=10)
+def prepare_base(settings: Settings) -> dict[str, Any]:
+    """Resolve, download if needed, and convert the base model to sentence-transformers."""
+    from tasks.base_model import prepare_base_model
+
+    return asdict(prepare_base_model(settings))
+
+
+# --- 6. training ---------------------------------------------------------------------------
+
+
+def _train_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    s: Settings = params["settings"]
+    return _key(
+        "train",
+        ("tasks.training",),
+        dir_fingerprint(params["base_model_path"]),
+        file_fingerprint(params["train_dataset"]),
+        [s.epochs, s.batch_size, s.learning_rate, s.warmup_steps, s.max_seq_length, s.seed],
+        str(Path(params["model_dir"]).resolve()),
+    )
+
+
+@task(name="fine-tune", cache_key_fn=_train_key, persist_result=True)
+def train(base_model_path: str, train_dataset: str, model_dir: Path, settings: Settings) -> dict[str, Any]:
+    """Fine-tune the base model on the training pairs; the model is saved atomically."""
+    from tasks.training import train_model
+
+    result = train_model(base_model_path, Path(train_dataset), Path(model_dir), settings)
+    return asdict(result)
+
+
+# --- 7. evaluation -------------------------------------------------------------------------
+
+
+def _evaluate_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    return _key(
+        "evaluate",
+        ("tasks.evaluation",),
+        dir_fingerprint(params["model_path"]),
+        file_fingerprint(params["dataset"]),
+        params["batch_size"],
+    )
+
+
+@task(name="evaluate", cache_key_fn=_evaluate_key, persist_result=True)
+def evaluate(model_path: str, dataset: str, batch_size: int) -> dict[str, float]:
+    """Retrieval metrics of one model on one dataset (InformationRetrievalEvaluator)."""
+    from tasks.evaluation import evaluate_model
+
+    return evaluate_model(model_path, Path(dataset), batch_size=batch_size)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

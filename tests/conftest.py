@@ -1,0 +1,32 @@
+"""Test environment: offline, no telemetry, and a Prefect home of the test session's own.
+
+Prefect's cache records would otherwise survive between test runs (and leak into
+the user's ~/.prefect), turning a real run into a silent cache hit.
+"""
+
+import os
+import tempfile
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="bce-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+os.environ["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] = "0.3"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for _var in list(os.environ):
+    if _var.startswith("BCE_"):  # a developer's settings must not change what tests see
+        del os.environ[_var]
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO

@@ -1,0 +1,161 @@
+"""The whole pipeline through Prefect, for real: PDFs made from the sample data, a real
+tokenizer and a tiny real model, the deterministic `extractive` question writer.
+
+Run twice: the second run must do no generation and no training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from tests.tiny_model import make_tiny_st_model
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((REPO / "data" / "pdf").glob("*.pdf"))
+
+CONTRACT_METRICS = ["cosine_accuracy@1", "cosine_ndcg@10", "cosine_mrr@10", "cosine_map@100"]
+
+
+def _two_small_pdfs(folder: Path) -> None:
+    """Two real Chinese PDFs: the first pages of two sample documents (one in a subfolder)."""
+    assert len(SAMPLES) >= 2, "data/pdf must hold the sample PDFs"
+    (folder / "sub").mkdir(parents=True)
+    for src, dest in ((SAMPLES[0], folder / "a.pdf"), (SAMPLES[1], folder / "sub" / "B.PDF")):
+        writer = PdfWriter()
+        writer.add_page(PdfReader(src).pages[0])
+        with open(dest, "wb") as f:
+            writer.write(f)
+
+
+def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.finetune_bce", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("flow")
+    pdf_dir = tmp / "pdfs"
+    _two_small_pdfs(pdf_dir)
+    tiny = make_tiny_st_model(tmp / "tiny-model")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp / "prefect-home"),  # this run's own cache records
+        "PYTHONUNBUFFERED": "1",
+    }
+    args = [
+        "--pdf-dir", str(pdf_dir),
+        "--output-dir", str(tmp / "out"),
+        "--models-dir", str(tmp / "models"),
+        "--cache-dir", str(tmp / "cache"),
+        "--base-model", str(tiny),
+        "--llm-backend", "extractive",
+        "--chunk-size", "120",
+        "--chunk-overlap", "10",
+        "--batch-size", "2",
+        "--epochs", "2",
+        "--learning-rate", "1e-3",
+        "--warmup-steps", "0",
+        "--val-ratio", "0.5",
+    ]
+    first = _run_cli(args, env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    first_summary = json.loads((tmp / "out" / "summary.json").read_text())
+    first_summary["metrics"] = json.loads((tmp / "out" / "metrics.json").read_text())
+    second = _run_cli(args, env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
+    second_summary = json.loads((tmp / "out" / "summary.json").read_text())
+    return tmp / "out", first, first_summary, second, second_summary
+
+
+def test_outputs_follow_the_contract(two_runs):
+    out, first, summary, _, _ = two_runs
+    for name in ("train_dataset.json", "val_dataset.json", "metrics.json", "report.md", "summary.json"):
+        assert (out / name).is_file(), name
+
+    for name in ("train_dataset.json", "val_dataset.json"):
+        ds = json.loads((out / name).read_text())
+        assert set(ds) == {"queries", "corpus", "relevant_docs", "mode"}
+        assert ds["queries"] and ds["corpus"]
+        for qid, docs in ds["relevant_docs"].items():
+            assert qid in ds["queries"] and all(d in ds["corpus"] for d in docs)
+    train = json.loads((out / "train_dataset.json").read_text())
+    val = json.loads((out / "val_dataset.json").read_text())
+    assert not set(train["corpus"]) & set(val["corpus"]), "a chunk is on both sides of the split"
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"base", "finetuned"}
+    for side in metrics.values():
+        for key in CONTRACT_METRICS:
+            assert 0.0 <= side[key] <= 1.0, key
+
+    assert "| " in (out / "report.md").read_text()
+    assert "Output folder:" in first.stdout
+    assert "ndcg@10" in first.stdout
+
+
+def test_model_folder_loads_offline_with_its_prompts(two_runs):
+    from sentence_transformers import SentenceTransformer
+
+    out = two_runs[0]
+    model = SentenceTransformer(str(out / "model"), local_files_only=True)
+    assert model.prompts.get("query") == "query: "
+    assert model.prompts.get("document") == "passage: "
+    assert model.encode(["测试"]).shape[0] == 1
+
+
+def test_summary_counts_every_stage(two_runs):
+    _, _, summary, _, _ = two_runs
+    stages = summary["stages"]
+    for name in ("documents", "split", "chunks", "questions", "base_model", "training",
+                 "evaluate_base", "evaluate_finetuned"):
+        assert name in stages and stages[name]["seconds"] >= 0, name
+    assert stages["documents"]["files"] == 2 and stages["documents"]["skipped"] == 0
+    assert stages["documents"]["pages"] == 2
+    assert stages["split"]["by"] == "document"
+    assert stages["chunks"]["train_chunks"] > 0 and stages["chunks"]["val_chunks"] > 0
+    n_chunks = stages["chunks"]["train_chunks"] + stages["chunks"]["val_chunks"]
+    assert stages["questions"]["llm_requests_sent"] == n_chunks
+    assert stages["questions"]["cache_hits"] == 0
+    assert stages["training"]["steps_run"] > 0
+    assert Path(summary["base_model"]["path"]).is_dir()
+
+
+def test_second_run_does_no_generation_and_no_training(two_runs):
+    out, _, first, second_proc, second = two_runs
+    assert second["stages"]["questions"]["llm_requests_sent"] == 0
+    assert second["stages"]["training"]["steps_run"] == 0
+    assert second["stages"]["training"]["cached"] is True
+    # The cached evaluations report exactly what the first run measured.
+    assert json.loads((out / "metrics.json").read_text()) == first["metrics"]
+    assert "Output folder:" in second_proc.stdout
+
+
+def test_help_lists_every_setting():
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.finetune_bce", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0
+    for flag in ("--pdf-dir", "--output-dir", "--base-model", "--llm-backend", "--llm-model", "--llm-base-url",
+                 "--chunk-size", "--chunk-overlap", "--val-ratio", "--seed", "--epochs", "--batch-size",
+                 "--questions-per-chunk", "--config"):
+        assert flag in proc.stdout, flag
+
+
+def test_bad_settings_are_explained_without_a_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.finetune_bce", "--chunk-size", "100", "--chunk-overlap", "100"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "chunk_overlap (100) must be smaller than chunk_size (100)" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,99 @@
+"""Question generation through the per-chunk cache (a counting writer stands in for the LLM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.generation import generate_questions
+from tasks.generation_cache import GenerationCache
+from tasks.records import Chunk
+from tasks.settings import Settings
+
+
+class CountingWriter:
+    name = "counting"
+
+    def __init__(self, answers=None, fail_after=None):
+        self.requests_sent = 0
+        self.prompts: list[str] = []
+        self.answers = answers or {}
+        self.fail_after = fail_after
+
+    def complete(self, prompts, on_progress=None):
+        out = []
+        for p in prompts:
+            if self.fail_after is not None and self.requests_sent >= self.fail_after:
+                raise ConnectionError("LLM went away")
+            self.requests_sent += 1
+            self.prompts.append(p)
+            out.append(next((a for k, a in self.answers.items() if k in p), f"1. 问题{self.requests_sent}是什么？"))
+            if on_progress:
+                on_progress(1)
+        return out
+
+    def close(self):
+        pass
+
+
+def _chunks(n: int, prefix: str = "段落") -> list[Chunk]:
+    return [Chunk(f"{prefix}{i}", "d", "d.pdf", 1, f"{prefix}内容第{i}段，讲的是一件事。") for i in range(n)]
+
+
+def _settings(tmp_path: Path, **kw) -> Settings:
+    return Settings(cache_dir=tmp_path / "cache", llm_backend="openai", **kw)
+
+
+def test_second_run_sends_nothing_and_new_chunks_only_send_themselves(tmp_path):
+    s = _settings(tmp_path)
+    w1 = CountingWriter()
+    r1 = generate_questions(_chunks(5), s, lambda _: w1, show_progress=False)
+    assert w1.requests_sent == 5 and r1.stats.requests_sent == 5 and r1.stats.cache_hits == 0
+    assert [q.question for q in r1.questions][0].endswith("？")
+
+    made = []
+    r2 = generate_questions(_chunks(5), s, lambda _: made.append(1) or CountingWriter(), show_progress=False)
+    assert made == [], "a fully cached run must not even load the LLM"
+    assert r2.stats.requests_sent == 0 and r2.stats.cache_hits == 5
+    assert [q.question for q in r2.questions] == [q.question for q in r1.questions]
+
+    w3 = CountingWriter()
+    r3 = generate_questions(_chunks(5) + _chunks(2, "新段"), s, lambda _: w3, show_progress=False)
+    assert w3.requests_sent == 2 and all("新段" in p for p in w3.prompts)
+    assert r3.stats.cache_hits == 5 and len(r3.questions) == 7
+
+
+def test_changed_prompt_settings_do_not_reuse_answers(tmp_path):
+    generate_questions(_chunks(3), _settings(tmp_path), lambda _: CountingWriter(), show_progress=False)
+    w = CountingWriter()
+    generate_questions(_chunks(3), _settings(tmp_path, llm_temperature=0.1), lambda _: w, show_progress=False)
+    assert w.requests_sent == 3
+
+
+def test_a_crash_keeps_the_finished_batches(tmp_path):
+    s = _settings(tmp_path, llm_concurrency=1)  # openai batches are 4 prompts
+    try:
+        generate_questions(_chunks(10), s, lambda _: CountingWriter(fail_after=6), show_progress=False)
+    except ConnectionError:
+        pass
+    w = CountingWriter()
+    r = generate_questions(_chunks(10), s, lambda _: w, show_progress=False)
+    assert r.stats.cache_hits == 4 and w.requests_sent == 6
+
+
+def test_unparseable_answers_are_dropped_and_counted(tmp_path):
+    w = CountingWriter(answers={"内容第1段": "", "内容第2段": "<think>嗯</think>"})
+    r = generate_questions(_chunks(4), _settings(tmp_path), lambda _: w, show_progress=False)
+    assert r.stats.questions_kept == 2
+    assert sum(r.stats.dropped.values()) == 2
+
+
+def test_torn_cache_line_is_ignored_and_does_not_eat_the_next(tmp_path):
+    fp = {"x": 1}
+    cache = GenerationCache(tmp_path, fp)
+    cache.put_many({"a": "A？"})
+    with open(cache.path, "a", encoding="utf-8") as f:
+        f.write('{"key": "torn", "ra')  # killed mid-write
+    cache2 = GenerationCache(tmp_path, fp)
+    cache2.put_many({"b": "B？"})
+    cache3 = GenerationCache(tmp_path, fp)
+    assert cache3.get("a") == "A？" and cache3.get("b") == "B？" and len(cache3) == 2
