@@ -20,6 +20,8 @@ import sys
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# The stage code logs through plain `logging`; this routes it into the run's logs (UI too).
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
 
 import time
 from pathlib import Path

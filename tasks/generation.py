@@ -68,6 +68,25 @@ def batch_size_for(settings: Settings) -> int:
     return 4
 
 
+def echoes_template(question: str, template: str, chunk_text: str, min_len: int = 6) -> bool:
+    """True when the question repeats a run of ``min_len`` characters from the prompt's own
+    text (its example question, its instructions) that the chunk does not contain.
+
+    Small models copy the one-shot example; a question about the example is about
+    nothing in the corpus and would teach the model a false pair.
+    """
+    instructions = _letters(template.replace("{context_str}", "\0").replace("{num_questions_per_chunk}", "\0"))
+    q, chunk = _letters(question), _letters(chunk_text)
+    return any(
+        q[i : i + min_len] in instructions and q[i : i + min_len] not in chunk for i in range(len(q) - min_len + 1)
+    )
+
+
+def _letters(text: str) -> str:
+    # Punctuation differs between a question and the sentence it came from ("？" vs "，").
+    return "".join(ch for ch in text if ch.isalnum() or ch == "\0")
+
+
 def question_id(chunk_id: str, index: int, question: str) -> str:
     return stable_hash([chunk_id, index, question])[:32]
 
@@ -99,7 +118,10 @@ def generate_questions(
         if not parsed:
             dropped["no question in the answer"] += 1
             continue
-        for i, q in enumerate(parsed):
+        kept = [q for q in parsed if not echoes_template(q, settings.prompt_template, chunk.text)]
+        if len(kept) < len(parsed):
+            dropped["repeats the prompt's example"] += len(parsed) - len(kept)
+        for i, q in enumerate(kept):
             questions.append(Question(qid=question_id(chunk.chunk_id, i, q), chunk_id=chunk.chunk_id, question=q))
     stats.questions_kept = len(questions)
     stats.dropped = dict(dropped)

@@ -27,20 +27,26 @@ BUNDLED_QWEN = "bundled:qwen2.5-coder-1.5b-instruct-q4_k_m"
 BCE_MODELSCOPE_ID = "maidalun/bce-embedding-base_v1"
 GPU_LLM_ID = "Qwen/Qwen2.5-7B-Instruct"
 
-# The original recipe's prompt: context, task, a one-shot example, and the rule that
-# only the question is written. {context_str} and {num_questions_per_chunk} are filled in.
-DEFAULT_PROMPT_TEMPLATE = """下面是一段参考资料。
+# The original recipe's task with its one-shot example. The rules come first and the
+# example is marked as unrelated: with the example right before "now write", the bundled
+# 1.5B model copied it for 3 of 8 chunks; in this order, 1 of 8 (and that one is caught by
+# the echo check in tasks/generation.py). {context_str} and {num_questions_per_chunk} are
+# filled in.
+DEFAULT_PROMPT_TEMPLATE = """你是一名老师，要为一次阅读测验出题。
+要求：
+1. 只根据下面的参考资料出{num_questions_per_chunk}个问题，不要使用资料以外的知识；
+2. 问题必须是以“？”结尾的疑问句，用自己的话提问，不要照抄资料原句，也不要写答案；
+3. 只有读过这段资料的人才能回答。
+
+格式示例（示例资料与本题无关，不要照抄示例问题）：
+示例资料：光合作用是植物利用光能，把二氧化碳和水合成有机物并释放氧气的过程。
+示例问题：植物通过什么过程把二氧化碳和水变成有机物？
+
+参考资料：
 ---------------------
 {context_str}
 ---------------------
-你是一名老师，要根据上面的参考资料（不要使用资料以外的知识）为一次测验出{num_questions_per_chunk}个问题。
-问题要具体，读者只有读过这段资料才能回答；不要照抄资料中的句子，也不要给出答案。
-
-示例：
-参考资料：光合作用是植物利用光能，把二氧化碳和水合成有机物并释放氧气的过程。
-问题：植物通过什么过程把二氧化碳和水变成有机物？
-
-现在请只输出问题，每行一个。"""
+只输出问题本身，每行一个。"""
 
 Profile = Literal["cpu", "gpu"]
 LLMBackendName = Literal["gguf", "openai", "vllm", "extractive"]

@@ -97,3 +97,20 @@ def test_torn_cache_line_is_ignored_and_does_not_eat_the_next(tmp_path):
     cache2.put_many({"b": "B？"})
     cache3 = GenerationCache(tmp_path, fp)
     assert cache3.get("a") == "A？" and cache3.get("b") == "B？" and len(cache3) == 2
+
+
+def test_questions_that_repeat_the_prompts_example_are_dropped(tmp_path):
+    from tasks.generation import echoes_template
+    from tasks.settings import DEFAULT_PROMPT_TEMPLATE as T
+
+    chunk = "地球体育场位于东京，可以容纳五万名观众。"
+    assert echoes_template("什么过程可以使植物通过光合作用将二氧化碳和水变成有机物？", T, chunk)
+    assert not echoes_template("地球体育场可以容纳多少名观众？", T, chunk)
+    # Words the chunk itself uses are fair game even if the template has them too.
+    assert not echoes_template("植物通过什么过程把二氧化碳变成有机物？", T, "植物通过什么过程把二氧化碳变成有机物，是本段的主题。")
+
+    w = CountingWriter(answers={"内容第1段": "植物通过什么过程把二氧化碳和水变成有机物？"})
+    r = generate_questions(_chunks(3), Settings(cache_dir=tmp_path, llm_backend="openai"), lambda _: w,
+                           show_progress=False)
+    assert r.stats.questions_kept == 2
+    assert r.stats.dropped == {"repeats the prompt's example": 1}
