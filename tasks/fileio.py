@@ -33,7 +33,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -53,8 +53,18 @@ def read_jsonl(path: Path) -> list[Any]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _fsync_dir(folder: Path) -> None:
-    # The rename is only durable once the directory entry is on disk.
+def fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under ``folder`` to disk (before renaming it into place)."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for path in [Path(folder), *(p for p in Path(folder).rglob("*") if p.is_dir())]:
+        fsync_dir(path)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries: a rename is only durable once its directory is on disk."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -38,6 +38,7 @@ MAIN_SETTINGS: tuple[str, ...] = (
     "batch_size",
     "learning_rate",
     "warmup_steps",
+    "loss_scale",
     "max_seq_length",
     "seed",
 )

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     learning_rate: float = Field(2e-5, gt=0)
     warmup_steps: int = Field(10, ge=0)
     max_seq_length: int | None = Field(None, gt=0, description="Truncate inputs to this many tokens (default: the model's).")
+    loss_scale: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Similarity scale (1/temperature) of MultipleNegativesRankingLoss. Default: the temperature the "
+            "base model was trained with where known (e5: 100), else 20 (the loss's default)."
+        ),
+    )
 
     # --- evaluation -------------------------------------------------------------
     eval_batch_size: int = Field(32, gt=0)

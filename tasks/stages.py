@@ -275,10 +275,10 @@ def _train_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     s: Settings = params["settings"]
     return _key(
         "train",
-        ("tasks.training",),
+        ("tasks.training", "tasks.base_model"),
         dir_fingerprint(params["base_model_path"]),
         file_fingerprint(params["train_dataset"]),
-        [s.epochs, s.batch_size, s.learning_rate, s.warmup_steps, s.max_seq_length, s.seed],
+        [s.epochs, s.batch_size, s.learning_rate, s.warmup_steps, s.max_seq_length, s.seed, s.loss_scale],
         str(Path(params["model_dir"]).resolve()),
     )
 

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.errors import PipelineError
+from tasks.base_model import default_loss_scale
+from tasks.fileio import fsync_dir, fsync_tree
 from tasks.qa_dataset import QADataset
 from tasks.settings import Settings
 
@@ -136,6 +138,7 @@ def _train(
     if settings.max_seq_length is not None:
         model.max_seq_length = settings.max_seq_length
 
+    loss_scale = settings.loss_scale or default_loss_scale(Path(base_model_path).name)
     data = Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [c for _, c in pairs]})
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),
@@ -160,11 +163,11 @@ def _train(
         model=model,
         args=args,
         train_dataset=data,
-        loss=MultipleNegativesRankingLoss(model),
+        loss=MultipleNegativesRankingLoss(model, scale=loss_scale),
     )
     logger.info(
-        "training on %d pairs: %d epochs, batch size %d, lr %g",
-        len(pairs), settings.epochs, settings.batch_size, settings.learning_rate,
+        "training on %d pairs: %d epochs, batch size %d, lr %g, loss scale %g",
+        len(pairs), settings.epochs, settings.batch_size, settings.learning_rate, loss_scale,
     )
     output = trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -221,14 +224,14 @@ def save_model_atomic(model: SentenceTransformer, output_dir: Path) -> None:
     old = output_dir.parent / f".{output_dir.name}.old-{tag}"
     try:
         model.save_pretrained(str(tmp), create_model_card=True, safe_serialization=True)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if output_dir.exists():
         os.rename(output_dir, old)
     os.rename(tmp, output_dir)
-    _fsync_dir(output_dir.parent)
+    fsync_dir(output_dir.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -257,26 +260,3 @@ def _base_license(base_model_path: str) -> str | None:
     except Exception:  # a malformed card must not stop training
         logger.debug("could not read the license from %s", readme, exc_info=True)
         return None
-
-
-def _fsync_tree(folder: Path) -> None:
-    # The rename must not become visible before the files it points to are on disk.
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
-        _fsync_dir(path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -230,3 +230,11 @@ def test_tiny_model_is_reproducible(tmp_path):
     b = make_tiny_st_model(tmp_path / "b")
     assert tree_digest(a) == tree_digest(b)
     assert tree_digest(make_tiny_st_model(tmp_path / "c", seed=1)) != tree_digest(a)
+
+
+def test_loss_scale_follows_the_base_models_training_temperature():
+    from tasks.base_model import default_loss_scale
+
+    assert default_loss_scale("multilingual-e5-small") == 100.0  # e5: temperature 0.01
+    assert default_loss_scale("bce-embedding-base_v1") == 20.0  # the loss's own default
+    assert default_loss_scale("my-model-e50") == 20.0
