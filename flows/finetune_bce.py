@@ -23,6 +23,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # The stage code logs through plain `logging`; this routes it into the run's logs (UI too).
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -93,6 +94,8 @@ def _model_complete(path: Path) -> bool:
 def finetune_bce(settings: Settings = Settings()) -> dict[str, Any]:
     """PDFs → questions → fine-tuned embedding model → metrics, in one run."""
     logger = get_run_logger()
+    # PREFECT_LOGGING_EXTRA_LOGGERS gives the stage loggers Prefect's handlers, not a level.
+    logging.getLogger("tasks").setLevel(logging.INFO)
     out = Path(settings.output_dir)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
