@@ -33,6 +33,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import State
 
 from tasks.errors import PipelineError
+from tasks.preflight import check_settings
+from tasks.run_lock import RunLock
 from tasks import stages
 from tasks.fileio import write_json_atomic, write_text_atomic
 from tasks.settings import Settings
@@ -96,6 +98,12 @@ def finetune_bce(settings: Settings = Settings()) -> dict[str, Any]:
     logger = get_run_logger()
     # PREFECT_LOGGING_EXTRA_LOGGERS gives the stage loggers Prefect's handlers, not a level.
     logging.getLogger("tasks").setLevel(logging.INFO)
+    check_settings(settings)
+    with RunLock(Path(settings.output_dir)):
+        return _pipeline(settings, logger)
+
+
+def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     out = Path(settings.output_dir)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -183,7 +191,8 @@ def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except (SettingsError, FileNotFoundError) as e:
+        check_settings(settings)  # the flow checks again; here it fails before the server starts
+    except (SettingsError, FileNotFoundError, PipelineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

@@ -313,7 +313,8 @@ def _download(spec: str, hub: str, cache_dir: Path) -> Path:
 # ---------------------------------------------------------------------------- main
 
 
-def _looks_like_path(spec: str) -> bool:
+def looks_like_path(spec: str) -> bool:
+    """True for specs that can only be local paths (/, ., ~, backslashes, or deeper than owner/name)."""
     if spec.startswith(("/", ".", "~")) or "\\" in spec:
         return True
     return os.sep in spec and not _MODEL_ID.match(spec)
@@ -408,7 +409,7 @@ def prepare_base_model(settings: Settings) -> BaseModelInfo:
             raise BaseModelError(f"base model path {spec} is a file; give the model's folder")
         # Only the folder's own name: its parents (e.g. outputs/finetune_bce/) say nothing about the model.
         return _from_folder(spec, path.resolve(), settings, "local", path.resolve().name, {})
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise BaseModelError(f"base model path {spec} does not exist")
 
     # A model id: reuse an earlier download before touching the network, so reruns work offline.

@@ -159,3 +159,14 @@ def test_bad_settings_are_explained_without_a_traceback():
     assert proc.returncode == 2
     assert "chunk_overlap (100) must be smaller than chunk_size (100)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_missing_base_model_fails_at_once_with_the_fix(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.finetune_bce", "--base-model", str(tmp_path / "no-model"),
+         "--output-dir", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert f"--base-model: the path {tmp_path / 'no-model'} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
