@@ -149,14 +149,11 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     steps = 0 if run.summary["training"]["cached"] else trained["steps"]
     run.note("training", steps_run=steps, pairs=trained["n_pairs"], epochs=trained["epochs"])
 
-    metrics = {
-        "base": run.run("evaluate_base", stages.evaluate, base["path"], questions.val_dataset, settings.eval_batch_size),
-        "finetuned": run.run(
-            "evaluate_finetuned", stages.evaluate, str(model_dir), questions.val_dataset, settings.eval_batch_size
-        ),
-    }
-    for name in ("evaluate_base", "evaluate_finetuned"):
-        run.note(name, queries=questions.n_val_queries)
+    metrics = {}
+    for side, model_path in (("base", base["path"]), ("finetuned", str(model_dir))):
+        name = f"evaluate_{side}"
+        metrics[side] = run.run(name, stages.evaluate, model_path, questions.val_dataset, settings.eval_batch_size)
+        run.note(name, queries=questions.n_val_queries, ndcg_at_10=round(metrics[side]["cosine_ndcg@10"], 4))
 
     summary = {
         "output_dir": str(out.resolve()),
