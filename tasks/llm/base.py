@@ -16,14 +16,40 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["LLMError", "ProgressCallback", "QuestionWriter", "BaseWriter"]
+if TYPE_CHECKING:
+    from tasks.settings import Settings
+
+__all__ = ["LLMError", "ProgressCallback", "QuestionWriter", "BaseWriter", "Sampling"]
 
 # Called with the number of prompts that have just finished (an increment, like
 # tqdm's update), from the thread that called complete().
 ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How every backend samples, taken from the settings in one place.
+
+    >>> Sampling(temperature=0.0).as_kwargs()
+    {'temperature': 0.0, 'top_p': 0.8, 'max_tokens': 96, 'seed': 42}
+    """
+
+    temperature: float = 0.7
+    top_p: float = 0.8
+    max_tokens: int = 96
+    seed: int | None = 42
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Sampling":
+        return cls(settings.llm_temperature, settings.llm_top_p, settings.llm_max_tokens, settings.seed)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The four values as keyword arguments (seed left out when None)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 class LLMError(RuntimeError):

@@ -7,7 +7,7 @@ on which chunks came before it (the per-chunk cache relies on that).
 
 Example::
 
-    >>> writer = GGUFWriter(Path("models/llm/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"), max_tokens=64)
+    >>> writer = GGUFWriter(Path("models/llm/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"), sampling=Sampling(max_tokens=64))
     >>> writer.complete(["请为“水在100摄氏度沸腾”出一个问题。"])
     ['水在标准大气压下的沸点是多少？']
     >>> writer.close()
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.llm.base import BaseWriter, LLMError, ProgressCallback
+from tasks.llm.base import BaseWriter, LLMError, ProgressCallback, Sampling
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -77,19 +77,13 @@ class GGUFWriter(BaseWriter):
         *,
         n_ctx: int = 2048,
         n_threads: int | None = None,
-        seed: int = 42,
-        temperature: float = 0.7,
-        top_p: float = 0.8,
-        max_tokens: int = 96,
+        sampling: Sampling = Sampling(),
     ) -> None:
         super().__init__()
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or _default_threads()
-        self.seed = seed
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
+        self.sampling = sampling
         self._llm: Any = None
 
     @classmethod
@@ -98,10 +92,7 @@ class GGUFWriter(BaseWriter):
             resolve_gguf_path(settings),
             n_ctx=settings.llm_context,
             n_threads=settings.llm_threads,
-            seed=settings.seed,
-            temperature=settings.llm_temperature,
-            top_p=settings.llm_top_p,
-            max_tokens=settings.llm_max_tokens,
+            sampling=Sampling.from_settings(settings),
         )
 
     def _load(self) -> Any:
@@ -123,7 +114,7 @@ class GGUFWriter(BaseWriter):
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
-                seed=self.seed,
+                seed=self.sampling.seed if self.sampling.seed is not None else -1,
                 verbose=False,  # llama.cpp otherwise prints hundreds of loader lines per load
             )
         except (ValueError, RuntimeError) as e:
@@ -144,10 +135,7 @@ class GGUFWriter(BaseWriter):
             try:
                 result = llm.create_chat_completion(
                     messages=[{"role": "user", "content": prompt}],
-                    temperature=self.temperature,
-                    top_p=self.top_p,
-                    max_tokens=self.max_tokens,
-                    seed=self.seed,
+                    **self.sampling.as_kwargs(),
                 )
             except ValueError as e:
                 # llama-cpp-python raises ValueError when the prompt does not fit the context.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tasks.llm.base import BaseWriter, LLMError, ProgressCallback
+from tasks.llm.base import BaseWriter, LLMError, ProgressCallback, Sampling
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -67,10 +67,7 @@ class OpenAIWriter(BaseWriter):
         model: str,
         *,
         api_key: str = "EMPTY",
-        temperature: float = 0.7,
-        top_p: float = 0.8,
-        max_tokens: int = 96,
-        seed: int | None = 42,
+        sampling: Sampling = Sampling(),
         timeout_s: float = 120.0,
         concurrency: int = 8,
         max_attempts: int = 4,
@@ -84,10 +81,7 @@ class OpenAIWriter(BaseWriter):
             raise ValueError("max_attempts must be at least 1")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
-        self.seed = seed
+        self.sampling = sampling
         self.concurrency = max(1, concurrency)
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
@@ -107,10 +101,7 @@ class OpenAIWriter(BaseWriter):
     def from_settings(cls, settings: "Settings", **overrides: Any) -> "OpenAIWriter":
         kwargs: dict[str, Any] = dict(
             api_key=settings.llm_api_key,
-            temperature=settings.llm_temperature,
-            top_p=settings.llm_top_p,
-            max_tokens=settings.llm_max_tokens,
-            seed=settings.seed,
+            sampling=Sampling.from_settings(settings),
             timeout_s=settings.llm_timeout_s,
             concurrency=settings.llm_concurrency,
         )
@@ -123,12 +114,8 @@ class OpenAIWriter(BaseWriter):
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
+            **self.sampling.as_kwargs(),
         }
-        if self.seed is not None:
-            payload["seed"] = self.seed
         if self._send_template_kwargs:
             payload[_TEMPLATE_KWARGS] = {"enable_thinking": False}
         return payload

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tasks.llm.base import BaseWriter, LLMError, ProgressCallback
+from tasks.llm.base import BaseWriter, LLMError, ProgressCallback, Sampling
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -60,10 +60,7 @@ class VLLMWriter(BaseWriter):
         model: str,
         *,
         batch_size: int = 512,
-        temperature: float = 0.7,
-        top_p: float = 0.8,
-        max_tokens: int = 96,
-        seed: int = 42,
+        sampling: Sampling = Sampling(),
         trust_remote_code: bool = False,
         llm_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -72,10 +69,7 @@ class VLLMWriter(BaseWriter):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model = model
         self.batch_size = batch_size
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
-        self.seed = seed
+        self.sampling = sampling
         self.trust_remote_code = trust_remote_code
         self.llm_kwargs = dict(llm_kwargs or {})
         self.generate_calls = 0
@@ -87,10 +81,7 @@ class VLLMWriter(BaseWriter):
     def from_settings(cls, settings: "Settings", **overrides: Any) -> "VLLMWriter":
         kwargs: dict[str, Any] = dict(
             batch_size=settings.vllm_batch_size,
-            temperature=settings.llm_temperature,
-            top_p=settings.llm_top_p,
-            max_tokens=settings.llm_max_tokens,
-            seed=settings.seed,
+            sampling=Sampling.from_settings(settings),
             trust_remote_code=settings.trust_remote_code,
         )
         kwargs.update(overrides)
@@ -109,12 +100,12 @@ class VLLMWriter(BaseWriter):
             ) from e
         logger.info("Loading %s into vLLM", self.model)
         self._llm = vllm.LLM(
-            model=self.model, seed=self.seed, trust_remote_code=self.trust_remote_code, **self.llm_kwargs
+            model=self.model, seed=self.sampling.seed, trust_remote_code=self.trust_remote_code, **self.llm_kwargs
         )
         self._tokenizer = self._llm.get_tokenizer()
         # A per-request seed makes each prompt's sample independent of its batch-mates.
         self._sampling = vllm.SamplingParams(
-            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed
+            **self.sampling.as_kwargs()
         )
         return self._llm
 
