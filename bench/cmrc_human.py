@@ -1,0 +1,631 @@
+"""Benchmark: does fine-tuning on synthetic questions help retrieve HUMAN questions?
+
+The pipeline's own validation set is made of questions the same LLM wrote, so it can
+reward a model for learning the LLM's style. What the synthetic questions must
+ultimately serve is retrieval of questions people ask. CMRC 2018 has both: Chinese
+Wikipedia passages and questions written by people, with the answer span marked. This
+script
+
+1. turns CMRC passages into pipeline documents (no PDF) and chunks them like the
+   pipeline (``tasks.chunking``, 300/30 by default);
+2. splits the passages into train and held-out (``tasks.split``: whole passages, by a
+   hash of the seed and the passage text);
+3. has the LLM write questions for the TRAIN chunks only (``tasks.generation``,
+   through the shared per-chunk cache) and builds the training set;
+4. builds the human benchmark: queries = the human questions of the held-out
+   passages, corpus = every chunk of those passages, relevant = the chunk(s) that
+   contain the marked answer span;
+5. evaluates the base model and, per training config, a model fine-tuned on the
+   synthetic pairs, on the human benchmark;
+6. prints and writes the table (``results.json``, ``results.md`` under ``--out``).
+
+Run from the repository root::
+
+    .venv/bin/python bench/cmrc_human.py --n-passages 60 --heldout-ratio 0.5
+    .venv/bin/python bench/cmrc_human.py --config 'learning_rate=1e-5,loss_scale=100' --config 'epochs=1'
+    .venv/bin/python bench/cmrc_human.py --help
+
+Data: ``../shared/data/cmrc2018_trial.json`` (SQuAD format; CC BY-SA 4.0,
+https://github.com/ymcui/cmrc2018).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run as a script (python bench/cmrc_human.py): the pipeline's code lives in tasks/.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from pydantic import ValidationError  # noqa: E402
+
+from tasks.chunking import chunk_documents  # noqa: E402
+from tasks.errors import PipelineError  # noqa: E402
+from tasks.fileio import sha256_text, write_json_atomic, write_text_atomic  # noqa: E402
+from tasks.generation import GenerationStats, generate_questions  # noqa: E402
+from tasks.llm.base import QuestionWriter  # noqa: E402
+from tasks.qa_dataset import QADataset, build_dataset  # noqa: E402
+from tasks.records import Chunk, Document, Page  # noqa: E402
+from tasks.settings import Settings  # noqa: E402
+from tasks.split import split_documents  # noqa: E402
+
+log = logging.getLogger("bench.cmrc_human")
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cmrc2018_trial.json"
+DEFAULT_BASE_MODEL = "models/base/multilingual-e5-small"
+DEFAULT_OUT = Path("outputs/bench_cmrc")
+DEFAULT_CONFIGS = ("loss_scale=20", "loss_scale=100")
+
+# Only what changes training may differ between configs: the training set and the
+# benchmark are built once, so a chunking or generation setting here would be ignored.
+TRAIN_FIELDS = ("epochs", "batch_size", "learning_rate", "warmup_steps", "max_seq_length", "loss_scale", "seed")
+
+# (InformationRetrievalEvaluator key, column title) of the table, in order.
+TABLE_METRICS = (("cosine_ndcg@10", "NDCG@10"), ("cosine_accuracy@1", "Acc@1"), ("cosine_mrr@10", "MRR@10"))
+
+DROP_NOT_IN_PASSAGE = "answer text not in its passage"
+DROP_NO_CHUNK = "answer span inside no single chunk"
+
+
+# --------------------------------------------------------------------------- data
+
+
+class BenchInputError(ValueError):
+    """A bad command-line value or unusable data: printed as one line, no traceback."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    start: int  # answer_start as given: a character offset into the paragraph (sometimes off by one)
+
+
+@dataclass(frozen=True)
+class HumanQuestion:
+    qid: str
+    question: str
+    page: int  # 1-based paragraph of the entry the answers point into (= the Page of the document)
+    answers: tuple[Answer, ...]
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One CMRC entry: its paragraphs (CMRC trial: always one) and its human questions."""
+
+    entry_id: str
+    title: str
+    paragraphs: tuple[str, ...]
+    questions: tuple[HumanQuestion, ...]
+
+    @property
+    def doc_id(self) -> str:
+        # sha256 of the passage text, like the pipeline's content-hash ids (with one
+        # paragraph, exactly sha256 of the context).
+        return sha256_text("\n".join(self.paragraphs))
+
+
+def load_cmrc(path: Path) -> list[Passage]:
+    """Read a SQuAD-format CMRC file into passages, in file order.
+
+    Entries with the same passage text are one passage (their questions merged): two
+    documents with the same id would put one text on both sides of the split.
+    """
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    by_doc: dict[str, Passage] = {}
+    for entry in raw["data"]:
+        paragraphs = tuple(p["context"] for p in entry["paragraphs"])
+        questions = tuple(
+            HumanQuestion(
+                qid=qa["id"],
+                question=qa["question"],
+                page=page,
+                answers=tuple(Answer(a["text"], int(a["answer_start"])) for a in qa.get("answers", []) if a["text"]),
+            )
+            for page, p in enumerate(entry["paragraphs"], 1)
+            for qa in p.get("qas", [])
+        )
+        passage = Passage(str(entry.get("id", "")), str(entry.get("title", "")), paragraphs, questions)
+        if passage.doc_id in by_doc:
+            first = by_doc[passage.doc_id]
+            log.warning("entry %s repeats the passage of %s: merged", passage.entry_id, first.entry_id)
+            by_doc[passage.doc_id] = Passage(first.entry_id, first.title, first.paragraphs, first.questions + questions)
+        else:
+            by_doc[passage.doc_id] = passage
+    return list(by_doc.values())
+
+
+def select_passages(passages: Sequence[Passage], n_passages: int | None) -> list[Passage]:
+    """The first ``n_passages`` in file order (all when None): a larger N keeps the smaller set."""
+    return list(passages if n_passages is None else passages[:n_passages])
+
+
+def build_documents(passages: Sequence[Passage]) -> list[Document]:
+    """One pipeline Document per passage, one Page per paragraph (no PDF, no text cleaning:
+    cleaning would move the answer offsets)."""
+    return [
+        Document(
+            doc_id=p.doc_id,
+            source=p.entry_id,
+            pages=[Page(doc_id=p.doc_id, source=p.entry_id, page=i, text=text) for i, text in enumerate(p.paragraphs, 1)],
+            n_pages_total=len(p.paragraphs),
+        )
+        for p in passages
+    ]
+
+
+def split_passages(passages: Sequence[Passage], heldout_ratio: float, seed: int) -> tuple[list[Passage], list[Passage]]:
+    """(train, held-out) passages by the pipeline's document split."""
+    plan = split_documents([p.doc_id for p in passages], heldout_ratio, seed)
+    if plan.by != "document":
+        raise BenchInputError("need at least two passages to hold some out")
+    heldout = set(plan.val_ids)
+    return [p for p in passages if p.doc_id not in heldout], [p for p in passages if p.doc_id in heldout]
+
+
+# ----------------------------------------------------------------- human benchmark
+
+
+def locate_answer(text: str, answer: Answer) -> int | None:
+    """Where ``answer`` starts in ``text``: at answer_start if it is there, else at the
+    occurrence nearest to it, else None.
+
+    CMRC offsets are sometimes off by one or two (they count a character outside the
+    Basic Multilingual Plane, such as 𫚭, as two), so the text is searched for nearby.
+    """
+    if text[answer.start : answer.start + len(answer.text)] == answer.text:
+        return answer.start
+    hits = [m.start() for m in re.finditer(re.escape(answer.text), text)]
+    return min(hits, key=lambda h: abs(h - answer.start)) if hits else None
+
+
+def chunk_spans(text: str, chunks: Sequence[Chunk]) -> list[tuple[int, int] | None]:
+    """Character span of each chunk (in order) inside its page text; None if not found.
+
+    chunk_documents does not keep offsets; the splitter's chunks are substrings of the
+    page, in order and overlapping, so each is searched from just after the previous one's
+    start (an identical earlier sentence cannot capture it).
+    """
+    spans: list[tuple[int, int] | None] = []
+    cursor = 0
+    for chunk in chunks:
+        at = text.find(chunk.text, cursor)
+        if at < 0:
+            at = text.find(chunk.text)
+        if at < 0:
+            spans.append(None)
+            continue
+        spans.append((at, at + len(chunk.text)))
+        cursor = at + 1
+    return spans
+
+
+def relevant_chunk_ids(text: str, chunks: Sequence[Chunk], answers: Sequence[Answer]) -> tuple[list[str], str | None]:
+    """Ids of the chunks of one page that contain a whole answer span, and why none if none.
+
+    A chunk is relevant when its span covers the answer's span; a chunk that could not be
+    located in the page counts when its text contains the answer text.
+    """
+    spans = chunk_spans(text, chunks)
+    found: list[str] = []
+    reason = DROP_NOT_IN_PASSAGE
+    for answer in answers:
+        start = locate_answer(text, answer)
+        if start is None:
+            continue
+        reason = DROP_NO_CHUNK
+        end = start + len(answer.text)
+        for chunk, span in zip(chunks, spans):
+            inside = span[0] <= start and end <= span[1] if span is not None else answer.text in chunk.text
+            if inside and chunk.chunk_id not in found:
+                found.append(chunk.chunk_id)
+    return found, (None if found else reason)
+
+
+@dataclass
+class HumanBenchmark:
+    dataset: QADataset
+    question_doc: dict[str, str]  # qid → doc_id of the passage the question was asked about
+    n_questions: int  # human questions of the passages, before dropping
+    dropped: dict[str, int] = field(default_factory=dict)
+    offsets_corrected: int = 0  # answers whose answer_start pointed elsewhere and were found nearby
+
+
+def human_benchmark(passages: Sequence[Passage], chunks: Sequence[Chunk]) -> HumanBenchmark:
+    """The human questions of ``passages`` against every chunk of those passages.
+
+    Questions whose answer lies in no single chunk (not in the text, or across a chunk
+    border) are dropped and counted: they have no right answer to rank.
+    """
+    doc_ids = {p.doc_id for p in passages}
+    by_page: dict[tuple[str, int], list[Chunk]] = {}
+    for c in chunks:
+        if c.doc_id in doc_ids:
+            by_page.setdefault((c.doc_id, c.page), []).append(c)
+
+    queries: dict[str, str] = {}
+    relevant: dict[str, list[str]] = {}
+    question_doc: dict[str, str] = {}
+    dropped: Counter[str] = Counter()
+    corrected = n_questions = 0
+    for p in passages:
+        for q in p.questions:
+            n_questions += 1
+            text = p.paragraphs[q.page - 1]
+            corrected += sum(1 for a in q.answers if locate_answer(text, a) not in (None, a.start))
+            ids, reason = relevant_chunk_ids(text, by_page.get((p.doc_id, q.page), []), q.answers)
+            if not ids:
+                dropped[reason or DROP_NO_CHUNK] += 1
+                continue
+            queries[q.qid], relevant[q.qid], question_doc[q.qid] = q.question, ids, p.doc_id
+    corpus = {c.chunk_id: c.text for c in chunks if c.doc_id in doc_ids}
+    if dropped:
+        log.info("human benchmark: dropped %s", dict(dropped))
+    return HumanBenchmark(
+        dataset=QADataset(queries=queries, corpus=corpus, relevant_docs=relevant),
+        question_doc=question_doc,
+        n_questions=n_questions,
+        dropped=dict(dropped),
+        offsets_corrected=corrected,
+    )
+
+
+# ------------------------------------------------------------------ synthetic side
+
+
+def synthetic_train_dataset(
+    chunks: Sequence[Chunk],
+    settings: Settings,
+    writer_factory: Callable[[Settings], QuestionWriter],
+    show_progress: bool = True,
+) -> tuple[QADataset, GenerationStats]:
+    """LLM questions for ``chunks`` (the train chunks) through the shared per-chunk cache."""
+    result = generate_questions(list(chunks), settings, writer_factory, show_progress=show_progress)
+    triples = [(q.qid, q.chunk_id, q.question) for q in result.questions]
+    return build_dataset({c.chunk_id: c.text for c in chunks}, triples), result.stats
+
+
+# ------------------------------------------------------------------ configs, models
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """``'learning_rate=2e-5,epochs=3'`` → ``{'learning_rate': '2e-5', 'epochs': '3'}``.
+
+    Only training fields are accepted (see TRAIN_FIELDS); values stay strings here and
+    are converted by the Settings model, which also checks them. ``none`` clears a value.
+    """
+    out: dict[str, str] = {}
+    for part in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not value.strip():
+            raise BenchInputError(f"config {text!r}: {part!r} is not NAME=VALUE")
+        if key not in TRAIN_FIELDS:
+            raise BenchInputError(f"config {text!r}: {key!r} is not one of {', '.join(TRAIN_FIELDS)}")
+        if key in out:
+            raise BenchInputError(f"config {text!r}: {key} is given twice")
+        out[key] = value.strip()
+    return out
+
+
+def config_settings(base: Settings, overrides: dict[str, str]) -> Settings:
+    """``base`` with ``overrides`` applied and validated (a typo in a value fails here,
+    before any generation)."""
+    values = {k: (None if v.lower() in ("none", "null") else v) for k, v in overrides.items()}
+    try:
+        return Settings(**{**base.model_dump(), **values})
+    except ValidationError as e:
+        raise BenchInputError(f"config {overrides}: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+
+
+def resolve_base_model(spec: str, settings: Settings) -> str:
+    """A sentence-transformers folder for ``spec``: used as is when it is one, else
+    prepared by the pipeline (bundled e5, a transformers folder, a hub id)."""
+    if (Path(spec) / "modules.json").is_file():
+        return spec
+    from tasks.base_model import prepare_base_model
+
+    return prepare_base_model(Settings(**{**settings.model_dump(), "base_model": spec})).path
+
+
+def config_slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "default"
+
+
+# ------------------------------------------------------------------------- report
+
+
+def result_row(label: str, metrics: dict[str, float], train_pairs: int, queries: int, base: dict[str, float] | None) -> dict[str, Any]:
+    """One table row: the metrics and, for a fine-tuned model, the change vs base in points."""
+    row: dict[str, Any] = {"config": label, "train_pairs": train_pairs, "human_queries": queries, "metrics": metrics}
+    if base is not None:
+        row["change_pts"] = {k: round(100 * (metrics[k] - base[k]), 2) for k, _ in TABLE_METRICS}
+    return row
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The results as a markdown table (also readable on a console)."""
+    titles = [t for _, t in TABLE_METRICS]
+    head = ["config", "train pairs", "human queries", *titles, *(f"Δ {t} (pts)" for t in titles)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for row in rows:
+        change = row.get("change_pts")
+        cells = [
+            row["config"],
+            str(row["train_pairs"]) if change is not None else "—",
+            str(row["human_queries"]),
+            *(f"{row['metrics'][k]:.4f}" for k, _ in TABLE_METRICS),
+            *((f"{change[k]:+.1f}" for k, _ in TABLE_METRICS) if change is not None else ["—"] * len(titles)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+class StageTimer:
+    """Wall seconds per named stage, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 2)
+            log.info("%s: %.1f s", name, self.seconds[name])
+
+    def lines(self) -> list[str]:
+        rows = [*self.seconds.items(), ("total", sum(self.seconds.values()))]
+        width = max(len(name) for name, _ in rows)
+        return [f"{name:<{width}}  {s:8.1f} s" for name, s in rows]
+
+
+def render_markdown(summary: dict[str, Any], table: str, timer: StageTimer) -> str:
+    d = summary["data"]
+    return "\n".join(
+        [
+            "# CMRC 2018 human-question benchmark",
+            "",
+            f"{d['passages']} passages ({d['train_passages']} train, {d['heldout_passages']} held out), "
+            f"chunk size {summary['chunk_size']}/{summary['chunk_overlap']}, seed {summary['seed']}. "
+            f"Train: {d['train_chunks']} chunks, {d['train_pairs']} synthetic pairs "
+            f"({summary['llm_backend']}{': ' + summary['llm_model'] if summary['llm_model'] else ''}). "
+            f"Held out: {d['human_queries']} human questions (of {d['human_questions_total']}; dropped "
+            f"{d['human_dropped'] or 'none'}) against {d['heldout_chunks']} chunks. "
+            f"Base model: `{summary['base_model']}`. Change is in points (×100) vs the base model.",
+            "",
+            table,
+            "",
+            "## Stage timings",
+            "",
+            "```",
+            *timer.lines(),
+            "```",
+            "",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python bench/cmrc_human.py",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Configs: --config 'learning_rate=2e-5,epochs=3,loss_scale=20' (repeatable) sets training "
+            f"fields ({', '.join(TRAIN_FIELDS)}); the rest are the pipeline's defaults. "
+            f"Default: {' and '.join(repr(c) for c in DEFAULT_CONFIGS)}."
+        ),
+    )
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CMRC SQuAD-format JSON (default: %(default)s)")
+    p.add_argument("--n-passages", type=int, default=None, metavar="N", help="use the first N passages in file order (default: all)")
+    p.add_argument("--heldout-ratio", type=float, default=0.5, metavar="R", help="share of passages held out for the human benchmark (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, help="split, generation and training seed (default: %(default)s)")
+    p.add_argument("--chunk-size", type=int, default=300, help="SentenceSplitter tokens (default: %(default)s)")
+    p.add_argument("--chunk-overlap", type=int, default=30, help="SentenceSplitter overlap (default: %(default)s)")
+    p.add_argument("--llm-backend", default="gguf", choices=["gguf", "openai", "vllm", "extractive"], help="question writer (default: %(default)s)")
+    p.add_argument("--llm-model", default=None, help="model for the backend (default: the backend's, e.g. the bundled GGUF)")
+    p.add_argument("--llm-base-url", default=None, help="for --llm-backend openai (default: the pipeline's)")
+    p.add_argument("--llm-threads", type=int, default=None, help="CPU threads for the gguf backend (default: all cores)")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache"), help="per-chunk generation cache, shared with the pipeline (default: %(default)s)")
+    p.add_argument("--models-dir", type=Path, default=Path("models"), help="converted and bundled models (default: %(default)s)")
+    p.add_argument("--base-model", default=DEFAULT_BASE_MODEL, help="sentence-transformers folder, or anything --base-model of the pipeline takes (default: %(default)s)")
+    p.add_argument("--config", action="append", default=None, metavar="NAME=VALUE,...", help="a training config; repeat for several")
+    p.add_argument("--eval-batch-size", type=int, default=32, help="texts per encoding batch in evaluation (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--human-train", action="store_true",
+        help="also train each config on the HUMAN questions of the train passages (a control: what better questions could give)",
+    )
+    p.add_argument("--keep-models", action="store_true", help="keep the fine-tuned models under OUT/models (default: temporary, deleted)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the libraries do too")
+    return p
+
+
+def base_settings(args: argparse.Namespace) -> Settings:
+    """The pipeline settings the bench shares with it (chunking, generation, model cache)."""
+    values: dict[str, Any] = dict(
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        val_ratio=args.heldout_ratio,
+        seed=args.seed,
+        llm_backend=args.llm_backend,
+        llm_model=args.llm_model,
+        llm_threads=args.llm_threads,
+        cache_dir=args.cache_dir,
+        models_dir=args.models_dir,
+        base_model=args.base_model,
+        eval_batch_size=args.eval_batch_size,
+    )
+    if args.llm_base_url:
+        values["llm_base_url"] = args.llm_base_url
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        raise BenchInputError(f"{e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+
+
+def main(argv: list[str] | None = None, writer_factory: Callable[[Settings], QuestionWriter] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("bench", "tasks"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if writer_factory is None:
+        from tasks.llm import make_writer as writer_factory
+
+    try:
+        if args.n_passages is not None and args.n_passages < 2:
+            raise BenchInputError("--n-passages must be at least 2 (one to train on, one to hold out)")
+        if not 0 < args.heldout_ratio < 1:
+            raise BenchInputError("--heldout-ratio must be between 0 and 1")
+        if not args.data.is_file():
+            raise BenchInputError(f"CMRC data file {args.data} does not exist")
+        settings = base_settings(args)
+        configs = [(c, config_settings(settings, parse_config(c))) for c in (args.config or DEFAULT_CONFIGS)]
+        if len({label for label, _ in configs}) < len(configs):
+            raise BenchInputError("a --config is given twice")
+    except BenchInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    try:
+        return _run(args, settings, configs, writer_factory)
+    except (PipelineError, BenchInputError) as e:
+        # Expected failures (too few pairs for a batch, too few passages): one line, no traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    configs: list[tuple[str, Settings]],
+    writer_factory: Callable[[Settings], QuestionWriter],
+) -> int:
+    from tasks.evaluation import evaluate_model
+    from tasks.training import train_model
+
+    out: Path = args.out
+    timer = StageTimer()
+    with timer("passages + chunks"):
+        passages = select_passages(load_cmrc(args.data), args.n_passages)
+        chunks = chunk_documents(build_documents(passages), settings.chunk_size, settings.chunk_overlap)
+    with timer("split"):
+        train_passages, heldout_passages = split_passages(passages, args.heldout_ratio, settings.seed)
+        train_ids = {p.doc_id for p in train_passages}
+        train_chunks = [c for c in chunks if c.doc_id in train_ids]
+        heldout_chunks = [c for c in chunks if c.doc_id not in train_ids]
+    print(
+        f"{len(passages)} passages → {len(chunks)} chunks; train {len(train_passages)} passages / "
+        f"{len(train_chunks)} chunks, held out {len(heldout_passages)} passages / {len(heldout_chunks)} chunks",
+        file=sys.stderr,
+    )
+    with timer("questions (train chunks)"):
+        train_ds, gen_stats = synthetic_train_dataset(
+            train_chunks, settings, writer_factory, show_progress=not args.no_progress
+        )
+        train_ds.save(out / "train_dataset.json")
+    with timer("human benchmark"):
+        bench = human_benchmark(heldout_passages, heldout_chunks)
+        bench.dataset.save(out / "human_heldout_dataset.json")
+    n_pairs, n_queries = len(train_ds.pairs()), len(bench.dataset.queries)
+    if not n_queries:
+        raise BenchInputError("no held-out human question has its answer inside a chunk: nothing to evaluate")
+    print(
+        f"train pairs: {n_pairs} (LLM requests {gen_stats.requests_sent}, cache hits {gen_stats.cache_hits}, "
+        f"dropped {gen_stats.dropped or 'none'}); human queries: {n_queries} of {bench.n_questions} "
+        f"(dropped {bench.dropped or 'none'}, answer offsets corrected {bench.offsets_corrected})",
+        file=sys.stderr,
+    )
+
+    with timer("base model"):
+        base_path = resolve_base_model(args.base_model, settings)
+    with timer("evaluate base"):
+        base_metrics = evaluate_model(base_path, bench.dataset, batch_size=settings.eval_batch_size, name="human")
+    rows = [result_row("base", base_metrics, 0, n_queries, None)]
+    training: dict[str, dict[str, Any]] = {}
+    # What to train on: the synthetic pairs, and with --human-train also the human questions
+    # of the train passages (the same chunks): how far better questions could take the model.
+    sources = [("", out / "train_dataset.json", n_pairs)]
+    if args.human_train:
+        human_train = human_benchmark(train_passages, train_chunks).dataset
+        human_train.save(out / "human_train_dataset.json")
+        sources.append(("human-train: ", out / "human_train_dataset.json", len(human_train.pairs())))
+    with tempfile.TemporaryDirectory(prefix="bench-cmrc-") as tmp:
+        models_root = out / "models" if args.keep_models else Path(tmp)
+        for prefix, dataset_path, pairs in sources:
+            for config, cfg in configs:
+                label = prefix + config
+                model_dir = models_root / config_slug(label)
+                with timer(f"train {label}"):
+                    result = train_model(base_path, dataset_path, model_dir, cfg)
+                with timer(f"evaluate {label}"):
+                    metrics = evaluate_model(str(model_dir), bench.dataset, batch_size=cfg.eval_batch_size, name="human")
+                rows.append(result_row(label, metrics, pairs, n_queries, base_metrics))
+                training[label] = {
+                    "train_dataset": dataset_path.name,
+                    **{k: getattr(cfg, k) for k in TRAIN_FIELDS},
+                    "steps": result.steps,
+                    "loss": result.loss,
+                    "model_path": str(model_dir) if args.keep_models else None,
+                }
+
+    table = markdown_table(rows)
+    summary = {
+        "data": {
+            "file": str(args.data),
+            "passages": len(passages),
+            "train_passages": len(train_passages),
+            "heldout_passages": len(heldout_passages),
+            "train_chunks": len(train_chunks),
+            "heldout_chunks": len(heldout_chunks),
+            "train_pairs": n_pairs,
+            "human_questions_total": bench.n_questions,
+            "human_queries": n_queries,
+            "human_dropped": bench.dropped,
+            "answer_offsets_corrected": bench.offsets_corrected,
+            "heldout_entries": [p.entry_id for p in heldout_passages],
+        },
+        "generation": gen_stats.to_dict(),
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.chunk_overlap,
+        "seed": settings.seed,
+        "llm_backend": settings.resolved_llm_backend(),
+        # The extractive writer has no model (Settings still names the GPU default for it).
+        "llm_model": None if settings.resolved_llm_backend() == "extractive" else settings.resolved_llm_model(),
+        "base_model": base_path,
+        "rows": rows,
+        "training": training,
+        "seconds": timer.seconds,
+    }
+    write_json_atomic(out / "results.json", summary)
+    write_text_atomic(out / "results.md", render_markdown(summary, table, timer))
+
+    print()
+    print(table)
+    print("\nstage timings:")
+    print("\n".join(timer.lines()))
+    print(f"\nOutput folder: {out.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

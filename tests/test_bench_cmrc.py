@@ -1,0 +1,262 @@
+"""The CMRC human-question benchmark (bench/cmrc_human.py), without an LLM.
+
+The data tests read a handful of entries of the CMRC 2018 trial file beside the
+repository; they are skipped when it is absent, unless REQUIRE_SHARED_DATA is set
+(then its absence is a failure, so CI cannot pass by skipping them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.fileio import sha256_text
+from tests.tiny_model import make_tiny_st_model
+
+REPO = Path(__file__).resolve().parents[1]
+CMRC_JSON = REPO.parent / "shared" / "data" / "cmrc2018_trial.json"
+
+
+def _load_bench():
+    # bench/ is a folder of scripts, not a package: load the file as a module. It is put in
+    # sys.modules first because dataclasses look their module up there.
+    name = "bench_cmrc_human"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "cmrc_human.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+@pytest.fixture(scope="module")
+def cmrc_passages() -> list:
+    if not CMRC_JSON.is_file():
+        if os.environ.get("REQUIRE_SHARED_DATA"):
+            pytest.fail(f"REQUIRE_SHARED_DATA is set but {CMRC_JSON} does not exist")
+        pytest.skip(f"CMRC 2018 trial JSON not beside the repository ({CMRC_JSON})")
+    return bench.load_cmrc(CMRC_JSON)
+
+
+@pytest.fixture(scope="module")
+def few(cmrc_passages) -> list:
+    return bench.select_passages(cmrc_passages, 8)
+
+
+# --- documents and chunks ------------------------------------------------------------
+
+
+def test_one_document_per_entry_with_the_passage_as_its_page(few) -> None:
+    raw = json.loads(CMRC_JSON.read_text(encoding="utf-8"))["data"][:8]
+    docs = bench.build_documents(few)
+    assert [d.source for d in docs] == [e["id"] for e in raw]
+    for doc, entry in zip(docs, raw):
+        context = entry["paragraphs"][0]["context"]
+        assert doc.doc_id == sha256_text(context)
+        assert [(p.page, p.text, p.doc_id) for p in doc.pages] == [(1, context, doc.doc_id)]
+
+
+def test_chunks_are_pieces_of_their_passage(few) -> None:
+    docs = bench.build_documents(few)
+    chunks = bench.chunk_documents(docs, 300, 30)
+    text_of = {d.doc_id: d.pages[0].text for d in docs}
+    assert {c.doc_id for c in chunks} == set(text_of)  # every passage gives chunks
+    assert len(chunks) > len(docs)  # CMRC passages are longer than one 300-token chunk
+    assert len({c.chunk_id for c in chunks}) == len(chunks)
+    for c in chunks:
+        assert c.text in text_of[c.doc_id]
+    # Offsets are recovered for every chunk, in order.
+    for doc in docs:
+        mine = [c for c in chunks if c.doc_id == doc.doc_id]
+        spans = bench.chunk_spans(doc.pages[0].text, mine)
+        assert None not in spans
+        assert [s for s, _ in spans] == sorted(s for s, _ in spans)
+
+
+def test_select_passages_takes_the_first_n_in_file_order(cmrc_passages) -> None:
+    assert bench.select_passages(cmrc_passages, 5) == cmrc_passages[:5]
+    assert bench.select_passages(cmrc_passages, None) == cmrc_passages
+
+
+# --- the human benchmark ----------------------------------------------------------------
+
+
+def test_every_kept_question_points_at_a_chunk_of_its_passage_holding_the_answer(few) -> None:
+    chunks = bench.chunk_documents(bench.build_documents(few), 300, 30)
+    hb = bench.human_benchmark(few, chunks)
+    ds = hb.dataset
+    chunk_doc = {c.chunk_id: c.doc_id for c in chunks}
+    questions = {q.qid: (p, q) for p in few for q in p.questions}
+
+    assert hb.n_questions == len(questions)
+    assert len(ds.queries) + sum(hb.dropped.values()) == hb.n_questions
+    assert len(ds.queries) >= 0.9 * hb.n_questions
+    assert set(ds.corpus) == set(chunk_doc)  # every chunk of the passages, asked about or not
+    for qid, cids in ds.relevant_docs.items():
+        passage, q = questions[qid]
+        assert ds.queries[qid] == q.question
+        assert hb.question_doc[qid] == passage.doc_id
+        assert cids
+        for cid in cids:
+            assert chunk_doc[cid] == passage.doc_id
+            assert any(a.text in ds.corpus[cid] for a in q.answers)
+
+
+def test_benchmark_file_is_an_embedding_qa_dataset(few, tmp_path: Path) -> None:
+    chunks = bench.chunk_documents(bench.build_documents(few), 300, 30)
+    ds = bench.human_benchmark(few, chunks).dataset
+    ds.save(tmp_path / "human.json")
+    raw = json.loads((tmp_path / "human.json").read_text(encoding="utf-8"))
+    assert set(raw) == {"queries", "corpus", "relevant_docs", "mode"}
+    assert bench.QADataset.load(tmp_path / "human.json") == ds
+
+
+def test_answer_offsets_off_by_one_are_found_nearby() -> None:
+    text = "线白𫚭，俗名龙尖，为辐鳍鱼纲。"
+    assert bench.locate_answer(text, bench.Answer("俗名龙尖", 5)) == 4  # CMRC counted 𫚭 as two
+    assert bench.locate_answer(text, bench.Answer("俗名龙尖", 4)) == 4
+    assert bench.locate_answer(text, bench.Answer("鲨鱼", 0)) is None
+
+
+def test_answers_across_a_chunk_border_or_not_in_the_text_are_dropped_and_counted() -> None:
+    sentences = [f"第{i}句讲的是编号为{i}的一种鱼，它生活在第{i}片海域里。" for i in range(1, 13)]
+    text = "".join(sentences)
+    questions = (
+        bench.HumanQuestion("q_in", "第3句讲什么？", 1, (bench.Answer(sentences[2], text.index(sentences[2])),)),
+        bench.HumanQuestion("q_all", "全文讲什么？", 1, (bench.Answer(text, 0),)),
+        bench.HumanQuestion("q_none", "鲨鱼呢？", 1, (bench.Answer("鲨鱼", 3),)),
+    )
+    passage = bench.Passage("P1", "鱼", (text,), questions)
+    chunks = bench.chunk_documents(bench.build_documents([passage]), 40, 5)
+    assert len(chunks) > 1
+
+    hb = bench.human_benchmark([passage], chunks)
+    assert list(hb.dataset.queries) == ["q_in"]
+    assert all(sentences[2] in hb.dataset.corpus[c] for c in hb.dataset.relevant_docs["q_in"])
+    assert hb.dropped == {bench.DROP_NO_CHUNK: 1, bench.DROP_NOT_IN_PASSAGE: 1}
+
+
+# --- split -----------------------------------------------------------------------------------
+
+
+def test_train_and_heldout_passages_do_not_overlap(cmrc_passages) -> None:
+    passages = bench.select_passages(cmrc_passages, 20)
+    train, heldout = bench.split_passages(passages, 0.5, seed=42)
+    train_ids, heldout_ids = {p.doc_id for p in train}, {p.doc_id for p in heldout}
+    assert not train_ids & heldout_ids
+    assert train_ids | heldout_ids == {p.doc_id for p in passages}
+    assert len(heldout) == 10
+    # The same inputs give the same split; chunks follow their passage.
+    assert bench.split_passages(passages, 0.5, seed=42) == (train, heldout)
+    chunks = bench.chunk_documents(bench.build_documents(passages), 300, 30)
+    train_chunk_ids = {c.chunk_id for c in chunks if c.doc_id in train_ids}
+    heldout_corpus = bench.human_benchmark(heldout, [c for c in chunks if c.doc_id in heldout_ids]).dataset.corpus
+    assert not train_chunk_ids & set(heldout_corpus)
+
+
+def test_a_single_passage_cannot_be_split(cmrc_passages) -> None:
+    with pytest.raises(bench.BenchInputError):
+        bench.split_passages(cmrc_passages[:1], 0.5, seed=42)
+
+
+# --- configs and table ------------------------------------------------------------------------
+
+
+def test_configs_parse_into_validated_training_settings() -> None:
+    assert bench.parse_config("learning_rate=2e-5, epochs=3,loss-scale=20") == {
+        "learning_rate": "2e-5", "epochs": "3", "loss_scale": "20",
+    }
+    s = bench.config_settings(bench.Settings(), bench.parse_config("learning_rate=2e-5,epochs=1,loss_scale=none"))
+    assert (s.learning_rate, s.epochs, s.loss_scale) == (2e-5, 1, None)
+    for bad in ("chunk_size=100", "epochs", "epochs=", "epochs=1,epochs=2"):
+        with pytest.raises(bench.BenchInputError):
+            bench.parse_config(bad)
+    for bad in ("epochs=zero", "batch_size=1", "learning_rate=-1"):
+        with pytest.raises(bench.BenchInputError):
+            bench.config_settings(bench.Settings(), bench.parse_config(bad))
+
+
+def test_table_shows_change_in_points_against_base() -> None:
+    base = {"cosine_ndcg@10": 0.80, "cosine_accuracy@1": 0.70, "cosine_mrr@10": 0.75}
+    tuned = {"cosine_ndcg@10": 0.83, "cosine_accuracy@1": 0.65, "cosine_mrr@10": 0.75}
+    rows = [bench.result_row("base", base, 0, 10, None), bench.result_row("loss_scale=20", tuned, 40, 10, base)]
+    lines = bench.markdown_table(rows).splitlines()
+    assert lines[2].startswith("| base | — | 10 | 0.8000 | 0.7000 | 0.7500 | — |")
+    assert lines[3] == "| loss_scale=20 | 40 | 10 | 0.8300 | 0.6500 | 0.7500 | +3.0 | -5.0 | +0.0 |"
+
+
+def test_bad_command_lines_exit_2_before_any_work(tmp_path: Path, capsys) -> None:
+    assert bench.main(["--data", str(tmp_path / "missing.json")]) == 2
+    data = tmp_path / "data.json"
+    data.write_text('{"data": []}', encoding="utf-8")
+    assert bench.main(["--data", str(data), "--config", "chunk_size=10"]) == 2
+    assert bench.main(["--data", str(data), "--config", "epochs=1", "--config", "epochs=1"]) == 2
+    assert bench.main(["--data", str(data), "--heldout-ratio", "1"]) == 2
+    assert bench.main(["--n-passages", "1"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# --- end to end, no LLM ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_with_the_extractive_writer(cmrc_passages, tmp_path: Path, capsys) -> None:
+    base = make_tiny_st_model(tmp_path / "tiny")
+    out = tmp_path / "out"
+    rc = bench.main(
+        [
+            "--n-passages", "6", "--heldout-ratio", "0.5",
+            "--llm-backend", "extractive",
+            "--cache-dir", str(tmp_path / "cache"),
+            "--base-model", str(base),
+            "--config", "epochs=1,batch_size=2,warmup_steps=0",
+            "--out", str(out),
+            "--human-train",
+            "--no-progress",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "| base |" in printed and "| epochs=1,batch_size=2,warmup_steps=0 |" in printed
+
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    data = results["data"]
+    assert (data["passages"], data["train_passages"], data["heldout_passages"]) == (6, 3, 3)
+    config = "epochs=1,batch_size=2,warmup_steps=0"
+    assert [r["config"] for r in results["rows"]] == ["base", config, f"human-train: {config}"]
+    assert results["generation"]["requests_sent"] == data["train_chunks"]  # train chunks only
+    assert results["rows"][1]["train_pairs"] == data["train_pairs"] > 0
+    assert results["training"]["epochs=1,batch_size=2,warmup_steps=0"]["steps"] > 0
+    assert "change_pts" in results["rows"][1]
+    human = bench.QADataset.load(out / "human_heldout_dataset.json")
+    train = bench.QADataset.load(out / "train_dataset.json")
+    assert len(human.queries) == data["human_queries"] > 0
+    assert not set(human.corpus) & set(train.corpus)
+    # The --human-train control: human questions of the train passages, on the train chunks.
+    human_train = bench.QADataset.load(out / "human_train_dataset.json")
+    assert set(human_train.corpus) == set(train.corpus)
+    assert not set(human_train.queries) & set(human.queries)
+    assert results["rows"][2]["train_pairs"] == len(human_train.pairs())
+    assert "| config |" in (out / "results.md").read_text(encoding="utf-8")
+    assert not (out / "models").exists()  # temporary unless --keep-models
+
+    # A second run asks the LLM nothing: the per-chunk cache in --cache-dir is reused.
+    assert bench.main(
+        [
+            "--n-passages", "6", "--llm-backend", "extractive", "--cache-dir", str(tmp_path / "cache"),
+            "--base-model", str(base), "--config", "epochs=1,batch_size=2", "--out", str(tmp_path / "out2"),
+            "--no-progress",
+        ]
+    ) == 0
+    again = json.loads((tmp_path / "out2" / "results.json").read_text(encoding="utf-8"))
+    assert again["generation"]["requests_sent"] == 0
+    assert again["generation"]["cache_hits"] == data["train_chunks"]
