@@ -63,3 +63,15 @@ def test_booleans_and_optional_values():
     args = build_parser("x", "").parse_args(["--trust-remote-code", "--max-seq-length", "256"])
     s = settings_from_args(args)
     assert s.trust_remote_code is True and s.max_seq_length == 256
+
+
+def test_the_flow_parameter_is_the_settings_form():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.finetune_bce import finetune_bce
+
+    schema = parameter_schema(finetune_bce).model_dump()
+    assert list(schema["properties"]) == ["settings"]
+    form = schema["definitions"]["Settings"]["properties"]
+    assert set(Settings.model_fields) == set(form)
+    assert form["llm_backend"]["anyOf"][0]["enum"] == ["gguf", "openai", "vllm", "extractive"]
