@@ -159,7 +159,9 @@ def build_documents(passages: Sequence[Passage]) -> list[Document]:
         Document(
             doc_id=p.doc_id,
             source=p.entry_id,
-            pages=[Page(doc_id=p.doc_id, source=p.entry_id, page=i, text=text) for i, text in enumerate(p.paragraphs, 1)],
+            pages=[
+                Page(doc_id=p.doc_id, source=p.entry_id, page=i, text=text) for i, text in enumerate(p.paragraphs, 1)
+            ],
             n_pages_total=len(p.paragraphs),
         )
         for p in passages
@@ -272,7 +274,7 @@ def human_benchmark(passages: Sequence[Passage], chunks: Sequence[Chunk]) -> Hum
             queries[q.qid], relevant[q.qid], question_doc[q.qid] = q.question, ids, p.doc_id
     corpus = {c.chunk_id: c.text for c in chunks if c.doc_id in doc_ids}
     if dropped:
-        log.info("human benchmark: dropped %s", dict(dropped))
+        log.info("human questions: %d of %d kept, dropped %s", len(queries), n_questions, dict(dropped))
     return HumanBenchmark(
         dataset=QADataset(queries=queries, corpus=corpus, relevant_docs=relevant),
         question_doc=question_doc,
@@ -347,7 +349,9 @@ def config_slug(label: str) -> str:
 # ------------------------------------------------------------------------- report
 
 
-def result_row(label: str, metrics: dict[str, float], train_pairs: int, queries: int, base: dict[str, float] | None) -> dict[str, Any]:
+def result_row(
+    label: str, metrics: dict[str, float], train_pairs: int, queries: int, base: dict[str, float] | None
+) -> dict[str, Any]:
     """One table row: the metrics and, for a fine-tuned model, the change vs base in points."""
     row: dict[str, Any] = {"config": label, "train_pairs": train_pairs, "human_queries": queries, "metrics": metrics}
     if base is not None:
@@ -434,29 +438,36 @@ def build_parser() -> argparse.ArgumentParser:
             f"Default: {' and '.join(repr(c) for c in DEFAULT_CONFIGS)}."
         ),
     )
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CMRC SQuAD-format JSON (default: %(default)s)")
-    p.add_argument("--n-passages", type=int, default=None, metavar="N", help="use the first N passages in file order (default: all)")
-    p.add_argument("--heldout-ratio", type=float, default=0.5, metavar="R", help="share of passages held out for the human benchmark (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="split, generation and training seed (default: %(default)s)")
-    p.add_argument("--chunk-size", type=int, default=300, help="SentenceSplitter tokens (default: %(default)s)")
-    p.add_argument("--chunk-overlap", type=int, default=30, help="SentenceSplitter overlap (default: %(default)s)")
-    p.add_argument("--llm-backend", default="gguf", choices=["gguf", "openai", "vllm", "extractive"], help="question writer (default: %(default)s)")
-    p.add_argument("--llm-model", default=None, help="model for the backend (default: the backend's, e.g. the bundled GGUF)")
-    p.add_argument("--llm-base-url", default=None, help="for --llm-backend openai (default: the pipeline's)")
-    p.add_argument("--llm-threads", type=int, default=None, help="CPU threads for the gguf backend (default: all cores)")
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache"), help="per-chunk generation cache, shared with the pipeline (default: %(default)s)")
-    p.add_argument("--models-dir", type=Path, default=Path("models"), help="converted and bundled models (default: %(default)s)")
-    p.add_argument("--base-model", default=DEFAULT_BASE_MODEL, help="sentence-transformers folder, or anything --base-model of the pipeline takes (default: %(default)s)")
-    p.add_argument("--config", action="append", default=None, metavar="NAME=VALUE,...", help="a training config; repeat for several")
-    p.add_argument("--eval-batch-size", type=int, default=32, help="texts per encoding batch in evaluation (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    p.add_argument(
-        "--human-train", action="store_true",
-        help="also train each config on the HUMAN questions of the train passages (a control: what better questions could give)",
-    )
-    p.add_argument("--keep-models", action="store_true", help="keep the fine-tuned models under OUT/models (default: temporary, deleted)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what the libraries do too")
+    add = p.add_argument
+    add("--data", type=Path, default=DEFAULT_DATA, help="CMRC SQuAD-format JSON (default: %(default)s)")
+    add("--n-passages", type=int, default=None, metavar="N",
+        help="use the first N passages in file order (default: all)")
+    add("--heldout-ratio", type=float, default=0.5, metavar="R",
+        help="share of passages held out for the human benchmark (default: %(default)s)")
+    add("--seed", type=int, default=42, help="split, generation and training seed (default: %(default)s)")
+    add("--chunk-size", type=int, default=300, help="SentenceSplitter tokens (default: %(default)s)")
+    add("--chunk-overlap", type=int, default=30, help="SentenceSplitter overlap (default: %(default)s)")
+    add("--llm-backend", default="gguf", choices=["gguf", "openai", "vllm", "extractive"],
+        help="question writer (default: %(default)s)")
+    add("--llm-model", default=None, help="model for the backend (default: the backend's, e.g. the bundled GGUF)")
+    add("--llm-base-url", default=None, help="for --llm-backend openai (default: the pipeline's)")
+    add("--llm-threads", type=int, default=None,
+        help="CPU threads for the gguf backend (default: all cores; 1 when another process is busy)")
+    add("--cache-dir", type=Path, default=Path(".cache"),
+        help="per-chunk generation cache, shared with the pipeline (default: %(default)s)")
+    add("--models-dir", type=Path, default=Path("models"), help="converted and bundled models (default: %(default)s)")
+    add("--base-model", default=DEFAULT_BASE_MODEL,
+        help="sentence-transformers folder, or anything the pipeline's --base-model takes (default: %(default)s)")
+    add("--config", action="append", default=None, metavar="NAME=VALUE,...",
+        help="a training config; repeat for several")
+    add("--human-train", action="store_true",
+        help="also train each config on the HUMAN questions of the train passages (a control)")
+    add("--eval-batch-size", type=int, default=32, help="texts per encoding batch in evaluation (default: %(default)s)")
+    add("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    add("--keep-models", action="store_true",
+        help="keep the fine-tuned models under OUT/models (default: temporary, deleted)")
+    add("--no-progress", action="store_true", help="no progress bars for generation")
+    add("-v", "--verbose", action="store_true", help="log what the libraries do too")
     return p
 
 
@@ -484,8 +495,11 @@ def base_settings(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None, writer_factory: Callable[[Settings], QuestionWriter] | None = None) -> int:
+    """Run the benchmark; 0 on success, 2 for a bad command line, 1 for unusable data."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     for name in ("bench", "tasks"):
         logging.getLogger(name).setLevel(logging.INFO)
     if writer_factory is None:
@@ -578,7 +592,9 @@ def _run(
                 with timer(f"train {label}"):
                     result = train_model(base_path, dataset_path, model_dir, cfg)
                 with timer(f"evaluate {label}"):
-                    metrics = evaluate_model(str(model_dir), bench.dataset, batch_size=cfg.eval_batch_size, name="human")
+                    metrics = evaluate_model(
+                        str(model_dir), bench.dataset, batch_size=cfg.eval_batch_size, name="human"
+                    )
                 rows.append(result_row(label, metrics, pairs, n_queries, base_metrics))
                 training[label] = {
                     "train_dataset": dataset_path.name,

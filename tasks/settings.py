@@ -156,6 +156,8 @@ class Settings(BaseSettings):
         if self.llm_model:
             return self.llm_model
         backend = self.resolved_llm_backend()
+        if backend == "extractive":
+            return "extractive"  # no model: keep a made-up name out of caches and reports
         return BUNDLED_QWEN if backend == "gguf" else GPU_LLM_ID
 
     def generation_fingerprint(self) -> dict[str, Any]:
