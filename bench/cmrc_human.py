@@ -52,6 +52,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from pydantic import ValidationError  # noqa: E402
 
+from flows.settings_cli import explain  # noqa: E402
 from tasks.chunking import chunk_documents  # noqa: E402
 from tasks.errors import PipelineError  # noqa: E402
 from tasks.fileio import sha256_text, write_json_atomic, write_text_atomic  # noqa: E402
@@ -329,7 +330,7 @@ def config_settings(base: Settings, overrides: dict[str, str]) -> Settings:
     try:
         return Settings(**{**base.model_dump(), **values})
     except ValidationError as e:
-        raise BenchInputError(f"config {overrides}: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+        raise BenchInputError(f"config {overrides}: {explain(e)}") from e
 
 
 def resolve_base_model(spec: str, settings: Settings) -> str:
@@ -491,7 +492,7 @@ def base_settings(args: argparse.Namespace) -> Settings:
     try:
         return Settings(**values)
     except ValidationError as e:
-        raise BenchInputError(f"{e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+        raise BenchInputError(explain(e)) from e
 
 
 def main(argv: list[str] | None = None, writer_factory: Callable[[Settings], QuestionWriter] | None = None) -> int:
