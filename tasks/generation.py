@@ -26,6 +26,7 @@ from tasks.fileio import stable_hash
 from tasks.generation_cache import GenerationCache
 from tasks.llm.base import QuestionWriter
 from tasks.prompts import build_prompt, parse_questions
+from tasks.question_filters import DUPLICATE, drop_reason
 from tasks.records import Chunk
 from tasks.settings import Settings
 
@@ -113,14 +114,24 @@ def generate_questions(
 
     questions: list[Question] = []
     dropped: Counter[str] = Counter()
+    seen: set[str] = set()
     for chunk in chunks:
         parsed = parse_questions(cache.get(chunk.text) or "", settings.questions_per_chunk)
         if not parsed:
             dropped["no question in the answer"] += 1
             continue
-        kept = [q for q in parsed if not echoes_template(q, settings.prompt_template, chunk.text)]
-        if len(kept) < len(parsed):
-            dropped["repeats the prompt's example"] += len(parsed) - len(kept)
+        kept = []
+        for q in parsed:
+            reason = drop_reason(q, chunk.text, settings)
+            if reason is None and echoes_template(q, settings.prompt_template, chunk.text):
+                reason = "repeats the prompt's example"
+            if reason is None and q in seen:
+                reason = DUPLICATE
+            if reason:
+                dropped[reason] += 1
+                continue
+            seen.add(q)
+            kept.append(q)
         for i, q in enumerate(kept):
             questions.append(Question(qid=question_id(chunk.chunk_id, i, q), chunk_id=chunk.chunk_id, question=q))
     stats.questions_kept = len(questions)

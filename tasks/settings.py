@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(8, gt=0, description="Concurrent requests of the openai backend.")
     vllm_batch_size: int = Field(512, gt=0, description="Prompts per vLLM generate call.")
     questions_per_chunk: int = Field(1, gt=0, description="Questions asked for each chunk.")
+    # Filters on what the LLM wrote (applied after the cache, so changing them asks nothing again).
+    filter_non_questions: bool = Field(True, description="Drop answers that are not a question (no ？ or ?).")
+    max_copied_chars: int = Field(
+        15, ge=0, description="Drop questions that copy more than this many consecutive characters of their chunk (0: keep all)."
+    )
+    min_question_chars: int = Field(4, ge=1, description="Drop questions shorter than this.")
+    max_question_chars: int = Field(120, ge=1, description="Drop questions longer than this.")
     prompt_template: str = Field(DEFAULT_PROMPT_TEMPLATE, description="Prompt with {context_str} and {num_questions_per_chunk}.")
 
     # --- training -------------------------------------------------------------
@@ -159,6 +166,15 @@ class Settings(BaseSettings):
         if backend == "extractive":
             return "extractive"  # no model: keep a made-up name out of caches and reports
         return BUNDLED_QWEN if backend == "gguf" else GPU_LLM_ID
+
+    def question_filters(self) -> dict[str, Any]:
+        """The filter settings (part of the datasets' cache key, not of the LLM cache's)."""
+        return {
+            "filter_non_questions": self.filter_non_questions,
+            "max_copied_chars": self.max_copied_chars,
+            "min_question_chars": self.min_question_chars,
+            "max_question_chars": self.max_question_chars,
+        }
 
     def generation_fingerprint(self) -> dict[str, Any]:
         """The settings that change what the LLM writes for a chunk (the per-chunk cache key)."""

@@ -203,9 +203,10 @@ def _questions_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     settings: Settings = params["settings"]
     return _key(
         "questions",
-        ("tasks.generation", "tasks.prompts", "tasks.qa_dataset"),
+        ("tasks.generation", "tasks.question_filters", "tasks.prompts", "tasks.qa_dataset"),
         file_fingerprint(params["chunks_path"]),
         settings.generation_fingerprint(),
+        settings.question_filters(),
         str(Path(params["out_dir"]).resolve()),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tasks.generation import generate_questions
@@ -26,7 +27,8 @@ class CountingWriter:
                 raise ConnectionError("LLM went away")
             self.requests_sent += 1
             self.prompts.append(p)
-            out.append(next((a for k, a in self.answers.items() if k in p), f"1. 问题{self.requests_sent}是什么？"))
+            topic = re.search(r"(\S{1,2}内容第\d+段)", p).group(1)
+            out.append(next((a for k, a in self.answers.items() if k in p), f"1. {topic}讲的是什么事？"))
             if on_progress:
                 on_progress(1)
         return out
@@ -114,3 +116,32 @@ def test_questions_that_repeat_the_prompts_example_are_dropped(tmp_path):
                            show_progress=False)
     assert r.stats.questions_kept == 2
     assert r.stats.dropped == {"repeats the prompt's example": 1}
+
+
+def test_filters_drop_non_questions_copies_and_duplicates_and_count_them(tmp_path):
+    chunks = _chunks(5)
+    long_copy = chunks[1].text[:-1]  # a statement copied from its chunk
+    w = CountingWriter(answers={
+        "内容第1段": long_copy,
+        "内容第2段": f"为什么{chunks[2].text[:12]}？",  # 12 copied characters
+        "内容第3段": "这件事是什么？",
+        "内容第4段": "这件事是什么？",  # same question as chunk 3
+    })
+    s = _settings(tmp_path, max_copied_chars=10)
+    r = generate_questions(chunks, s, lambda _: w, show_progress=False)
+    assert [q.chunk_id for q in r.questions] == ["段落0", "段落3"]
+    assert r.stats.dropped == {"not a question": 1, "copies the chunk": 1, "duplicate of another question": 1}
+
+    # Filters apply after the cache: turning them off asks the LLM nothing and keeps more.
+    made = []
+    loose = _settings(tmp_path, filter_non_questions=False, max_copied_chars=0)
+    r2 = generate_questions(chunks, loose, lambda _: made.append(1), show_progress=False)
+    assert made == [] and len(r2.questions) == 4
+
+
+def test_longest_common_run():
+    from tasks.question_filters import longest_common_run
+
+    assert longest_common_run("abcdef", "xxbcdxx") == 3
+    assert longest_common_run("", "abc") == 0
+    assert longest_common_run("尤金袋鼠在哪里", "尤金袋鼠分布在澳洲") == 4
