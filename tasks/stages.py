@@ -11,7 +11,6 @@ from disk (see ``flows.finetune_bce``), so a cache hit never points at nothing.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import sys
 from dataclasses import asdict, dataclass
@@ -312,7 +311,3 @@ def evaluate(model_path: str, dataset: str, batch_size: int) -> dict[str, float]
     from tasks.evaluation import evaluate_model
 
     return evaluate_model(model_path, Path(dataset), batch_size=batch_size)
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
