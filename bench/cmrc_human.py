@@ -60,6 +60,7 @@ from tasks.generation import GenerationStats, generate_questions  # noqa: E402
 from tasks.llm.base import QuestionWriter  # noqa: E402
 from tasks.qa_dataset import QADataset, build_dataset  # noqa: E402
 from tasks.records import Chunk, Document, Page  # noqa: E402
+from tasks.round_trip import keep_by_rank  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 from tasks.split import split_documents  # noqa: E402
 
@@ -300,6 +301,25 @@ def synthetic_train_dataset(
     return build_dataset({c.chunk_id: c.text for c in chunks}, triples), result.stats
 
 
+def unfiltered_settings(settings: Settings) -> Settings:
+    """``settings`` with every question filter, the chunk skip and the retries off: the
+    same cached answers, kept as the LLM wrote them (parsed, nothing else)."""
+    return settings.model_copy(update=dict(
+        filter_non_questions=False, max_copied_chars=0, min_question_chars=1, max_question_chars=10_000,
+        filter_non_chinese=False, filter_prompt_echo=False, filter_duplicates=False,
+        skip_low_value_chunks=False, generation_retries=0, max_failed_share=1.0,
+    ))
+
+
+def base_model_ranks(base_path: str, dataset: QADataset, batch_size: int) -> dict[str, int]:
+    """Rank of each training question's own chunk among the training chunks, by the base model."""
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.round_trip import own_chunk_ranks
+
+    return own_chunk_ranks(SentenceTransformer(base_path), dataset, batch_size)
+
+
 # ------------------------------------------------------------------ configs, models
 
 
@@ -463,6 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a training config; repeat for several")
     add("--human-train", action="store_true",
         help="also train each config on the HUMAN questions of the train passages (a control)")
+    add("--unfiltered", action="store_true",
+        help="also train each config on the questions with every filter off (no chunk skipped, no retry)")
+    add("--round-trip-top-k", type=int, action="append", default=None, metavar="K",
+        help="round-trip filter of the training questions with the base model: keep a question if its chunk "
+             "is in the top K; repeat for several rows, 0 = off (default: the pipeline's round_trip_top_k)")
+    add("--generation-retries", type=int, default=None, metavar="N",
+        help="ask chunks without a usable question again up to N times (default: the pipeline's; "
+             "0 keeps a run on cached answers only)")
     add("--eval-batch-size", type=int, default=32, help="texts per encoding batch in evaluation (default: %(default)s)")
     add("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     add("--keep-models", action="store_true",
@@ -489,6 +517,8 @@ def base_settings(args: argparse.Namespace) -> Settings:
     )
     if args.llm_base_url:
         values["llm_base_url"] = args.llm_base_url
+    if args.generation_retries is not None:
+        values["generation_retries"] = args.generation_retries
     try:
         return Settings(**values)
     except ValidationError as e:
@@ -577,9 +607,34 @@ def _run(
         base_metrics = evaluate_model(base_path, bench.dataset, batch_size=settings.eval_batch_size, name="human")
     rows = [result_row("base", base_metrics, 0, n_queries, None)]
     training: dict[str, dict[str, Any]] = {}
-    # What to train on: the synthetic pairs, and with --human-train also the human questions
-    # of the train passages (the same chunks): how far better questions could take the model.
-    sources = [("", out / "train_dataset.json", n_pairs)]
+    # What to train on: the synthetic pairs (filtered, and round-trip filtered for each K > 0),
+    # with --unfiltered the same answers without any filter, and with --human-train the human
+    # questions of the train passages (the same chunks): how far better questions could take the model.
+    sources = []
+    extra: dict[str, Any] = {}
+    if args.unfiltered:
+        with timer("questions, unfiltered"):
+            raw_ds, raw_stats = synthetic_train_dataset(
+                train_chunks, unfiltered_settings(settings), writer_factory, show_progress=not args.no_progress
+            )
+            raw_ds.save(out / "train_dataset_unfiltered.json")
+        extra["unfiltered_generation"] = raw_stats.to_dict()
+        sources.append(("unfiltered: ", out / "train_dataset_unfiltered.json", len(raw_ds.pairs())))
+    ks = args.round_trip_top_k if args.round_trip_top_k is not None else [settings.round_trip_top_k]
+    if any(k > 0 for k in ks):
+        with timer("round trip"):
+            ranks = base_model_ranks(base_path, train_ds, settings.eval_batch_size)
+        extra["round_trip"] = {}
+    for k in ks:
+        if k <= 0:
+            sources.append(("", out / "train_dataset.json", n_pairs))
+            continue
+        kept, report = keep_by_rank(train_ds, ranks, k)
+        kept.save(out / f"train_dataset_round_trip_k{k}.json")
+        extra["round_trip"][str(k)] = report.to_dict()
+        print(f"round trip k={k}: kept {report.kept} of {report.questions} (own chunk's rank: {report.rank_histogram})",
+              file=sys.stderr)
+        sources.append((f"round-trip k={k}: ", out / f"train_dataset_round_trip_k{k}.json", len(kept.pairs())))
     if args.human_train:
         human_train = human_benchmark(train_passages, train_chunks).dataset
         human_train.save(out / "human_train_dataset.json")
@@ -622,6 +677,7 @@ def _run(
             "heldout_entries": [p.entry_id for p in heldout_passages],
         },
         "generation": gen_stats.to_dict(),
+        **extra,
         "chunk_size": settings.chunk_size,
         "chunk_overlap": settings.chunk_overlap,
         "seed": settings.seed,

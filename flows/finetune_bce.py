@@ -5,7 +5,8 @@
     python -m flows.finetune_bce --help               # every setting
 
 The flow reads top to bottom as the pipeline: documents → split → chunks →
-questions → base model → fine-tune → evaluate both → report. Every stage is a
+questions → base model → fine-tune → evaluate both (validation and guard set,
+against the champion too) → keep the run, promote it if it wins → report. Every stage is a
 Prefect task with a cache key from its real inputs, so an unchanged rerun does no
 generation and no training.
 """
@@ -35,6 +36,7 @@ from prefect.states import State
 from tasks.errors import PipelineError
 from tasks.preflight import check_settings
 from tasks.run_lock import RunLock
+from tasks.run_artifacts import publish_run_artifacts
 from tasks import stages
 from tasks.fileio import write_json_atomic, write_text_atomic
 from tasks.settings import Settings
@@ -49,8 +51,9 @@ class UnusableDataError(PipelineError, ValueError):
 class StageRunner:
     """Runs stage tasks in order, timing each and noting whether Prefect's cache served it."""
 
-    def __init__(self, logger):
+    def __init__(self, logger, total: int = N_STAGES):
         self.logger = logger
+        self.total = total
         self.summary: dict[str, dict[str, Any]] = {}
 
     def run(self, name: str, task, *args, outputs: list[Path] = (), **kwargs):
@@ -59,7 +62,7 @@ class StageRunner:
         missing = [p for p in outputs if not Path(p).exists()]
         if missing:
             task = task.with_options(refresh_cache=True)
-        self.logger.info("[%d/%d] %s …", n, N_STAGES, name)
+        self.logger.info("[%d/%d] %s …", n, self.total, name)
         started = time.perf_counter()
         state: State = task(*args, return_state=True, **kwargs)
         result = state.result()  # raises the task's error if it failed
@@ -88,6 +91,20 @@ def check_usable(chunks: stages.ChunksRecord, settings: Settings) -> None:
         )
 
 
+def check_datasets(n_train_queries: int, n_val_queries: int, settings: Settings) -> None:
+    """Fail before training when the questions kept cannot train or validate a model."""
+    if n_val_queries == 0:
+        raise UnusableDataError(
+            "no validation question was kept (the filters dropped them all; the questions stage's log "
+            "line counts the reasons): add PDFs, raise --val-ratio, or relax the question filters"
+        )
+    if n_train_queries < settings.batch_size:
+        raise UnusableDataError(
+            f"{n_train_queries} training questions were kept, fewer than --batch-size {settings.batch_size}: "
+            "add PDFs, lower --batch-size, or relax the question filters"
+        )
+
+
 def _model_complete(path: Path) -> bool:
     return (path / "modules.json").is_file() and (path / "config_sentence_transformers.json").is_file()
 
@@ -107,13 +124,17 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     out = Path(settings.output_dir)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    run = StageRunner(logger)
+    run = StageRunner(logger, total=N_STAGES + bool(settings.round_trip_top_k))
 
-    docs = run.run("documents", stages.read_documents, settings.pdf_dir, work, outputs=[work / "documents.jsonl"])
-    for s in docs.skipped:
-        logger.warning("skipped %s: %s", s["source"], s["reason"])
+    docs = run.run("documents", stages.read_documents, settings.pdf_dir, work, settings.garbage_pdfs,
+                   settings.garbage_threshold, outputs=[work / "documents.jsonl"])
+    if run.summary["documents"]["cached"]:  # else the task logged one line per skipped file already
+        for s in docs.skipped:
+            logger.warning("skipped %s: %s", s["source"], s["reason"])
     run.note("documents", files=docs.n_files, documents=docs.n_documents, pages=docs.n_pages,
              duplicates=docs.n_duplicates, skipped=len(docs.skipped), skipped_files=docs.skipped)
+    if docs.skipped:
+        publish_skipped_inputs(docs.skipped, settings)
 
     plan = run.run("split", stages.split_train_val, docs.documents_path, settings.val_ratio, settings.seed)
     run.note("split", by=plan["by"], train_documents=len(plan["train_ids"]), val_documents=len(plan["val_ids"]))
@@ -131,20 +152,35 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     )
     gen = dict(questions.stats)
     if run.summary["questions"]["cached"]:
-        gen.update(requests_sent=0, cache_hits=gen["chunks"])  # nothing was asked this time
+        gen.update(requests_sent=0, cache_hits=gen.get("chunks_asked", gen["chunks"]))  # nothing was asked this time
     run.note("questions", llm_requests_sent=gen["requests_sent"], cache_hits=gen["cache_hits"],
              questions_kept=gen["questions_kept"], train_queries=questions.n_train_queries,
-             val_queries=questions.n_val_queries, dropped=gen["dropped"])
+             val_queries=questions.n_val_queries, dropped=gen["dropped"],
+             chunks_not_asked=sum(gen.get("chunks_skipped", {}).values()), not_asked=gen.get("chunks_skipped", {}),
+             failed_chunks=gen.get("failed_chunks", 0),
+             val_corpus_chunks=chunks.n_val_chunks + (chunks.n_train_chunks if settings.val_corpus == "all" else 0))
+    check_datasets(questions.n_train_queries, questions.n_val_queries, settings)
 
     base = run.run("base_model", stages.prepare_base, settings, outputs=[])
     if not _model_complete(Path(base["path"])):
         base = run.run("base_model", stages.prepare_base.with_options(refresh_cache=True), settings)
     run.note("base_model", source=base["source"], pooling=base["pooling"], path=base["path"])
 
+    train_dataset, round_trip = questions.train_dataset, None
+    if settings.round_trip_top_k:
+        rt_path = out / "train_dataset_round_trip.json"
+        rt = run.run("round_trip", stages.round_trip, base["path"], questions.train_dataset,
+                     settings.round_trip_top_k, settings.eval_batch_size, rt_path, outputs=[rt_path])
+        run.note("round_trip", top_k=settings.round_trip_top_k, kept=rt.report["kept"], dropped=rt.report["dropped"])
+        check_datasets(rt.n_train_queries, questions.n_val_queries, settings)
+        train_dataset, round_trip = rt.train_dataset, rt.report
+    publish_generation_report(out, gen, round_trip)
+
     model_dir = out / "model"
     trained = run.run(
         "training", stages.train.with_options(refresh_cache=not _model_complete(model_dir)),
-        base["path"], questions.train_dataset, model_dir, settings,
+        base["path"], train_dataset, model_dir, settings, questions.val_dataset,
+        str(settings.guard_dataset) if settings.guard_dataset else None,
     )
     steps = 0 if run.summary["training"]["cached"] else trained["steps"]
     run.note("training", steps_run=steps, pairs=trained["n_pairs"], epochs=trained["epochs"])
@@ -155,29 +191,184 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
         metrics[side] = run.run(name, stages.evaluate, model_path, questions.val_dataset, settings.eval_batch_size)
         run.note(name, queries=questions.n_val_queries, ndcg_at_10=round(metrics[side]["cosine_ndcg@10"], 4))
 
+    # Issue 4: guard set, champion, promotion and the versioned run folder.
+    metrics, promotion = guard_and_promotion(run, settings, out, base["path"], model_dir,
+                                             questions.val_dataset, metrics, trained)
+
     summary = {
         "output_dir": str(out.resolve()),
         "base_model": {**base, "spec": settings.resolved_base_model(), "path": str(Path(base["path"]).resolve())},
         "model_path": str(model_dir.resolve()),
+        "promotion": promotion,
         "stages": run.summary,
         "total_seconds": round(sum(s["seconds"] for s in run.summary.values()), 2),
     }
     write_outputs(out, metrics, summary, settings)
+    publish_run_artifacts(summary)  # stage timings, links to the model and report (Prefect UI)
     return {"metrics": metrics, "summary": summary}
 
 
+def guard_and_promotion(
+    run: StageRunner, settings: Settings, out: Path, base_path: str, model_dir: Path, val_dataset: str,
+    metrics: dict, trained: dict,
+) -> tuple[dict, dict]:
+    """Evaluate on the guard set and against the champion, decide, and keep the run.
+
+    Returns metrics.json's content — ``base``, [``champion``,] ``finetuned`` on the
+    validation set and ``guard`` with the same labels — and the promotion record.
+    """
+    from datetime import datetime, timezone
+
+    from tasks.model_card import card_section, update_model_card
+    from tasks.promotion import already_champion, decide_promotion
+    from tasks.registry import find_run, new_run_id, read_champion
+    from tasks.report import metric_value
+
+    fingerprint = stages.model_fingerprint(model_dir)
+    known_run = find_run(out, fingerprint)
+    run_id = known_run or new_run_id(datetime.now(timezone.utc), fingerprint)
+    champion = read_champion(out)
+    is_champion = champion is not None and champion.model_fingerprint == fingerprint
+    rival = champion if champion is not None and not is_champion else None
+    models = {"base": base_path, **({"champion": str(rival.model_path)} if rival else {}), "finetuned": str(model_dir)}
+    run.total += bool(rival) + (len(models) if settings.guard_dataset else 0) + 1
+
+    rows = {"base": metrics["base"]}
+    if rival:
+        rows["champion"] = run.run("evaluate_champion", stages.evaluate, models["champion"], val_dataset,
+                                   settings.eval_batch_size)
+        run.note("evaluate_champion", run_id=rival.run_id, ndcg_at_10=round(rows["champion"]["cosine_ndcg@10"], 4))
+    rows["finetuned"] = metrics["finetuned"]
+    guard: dict[str, dict] = {}
+    if settings.guard_dataset:
+        for side, path in models.items():
+            name = f"guard_{side}"
+            guard[side] = run.run(name, stages.evaluate, path, str(settings.guard_dataset), settings.eval_batch_size)
+            run.note(name, ndcg_at_10=round(guard[side]["cosine_ndcg@10"], 4))
+
+    ndcg = lambda m: metric_value(m, "ndcg@10") if m else None  # noqa: E731
+    if is_champion:
+        decision = already_champion(champion.run_id)
+    else:
+        decision = decide_promotion(
+            ndcg(rows["finetuned"]), ndcg(rows.get("champion", rows["base"])),
+            challenger_guard=ndcg(guard.get("finetuned")), base_guard=ndcg(guard.get("base")),
+            guard_margin_pts=settings.promotion_guard_margin, min_gain_pts=settings.promotion_min_gain,
+            incumbent=f"champion (run {rival.run_id})" if rival else "base model",
+        )
+    now_champion = run_id if decision.promote or is_champion else (champion.run_id if champion else None)
+    promotion = {**decision.to_dict(), "run_id": run_id, "run_dir": f"runs/{run_id}", "new_run": known_run is None,
+                 "champion": now_champion}
+
+    # The card goes in before the model is copied into runs/<id>/, so the copy carries it.
+    update_model_card(model_dir, card_section(
+        run_id=run_id,
+        data={"training pairs": trained.get("n_pairs"), "epochs": trained.get("epochs"),
+              "validation questions": len(_json(val_dataset)["queries"]),
+              "guard set": str(settings.guard_dataset) if settings.guard_dataset else "none"},
+        settings={k: v for k, v in settings.model_dump(mode="json").items() if k in _CARD_SETTINGS},
+        validation=rows, guard=guard or None, promotion=promotion,
+    ))
+    record = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "base_model": settings.resolved_base_model(),
+              "scores": {"validation_ndcg@10": ndcg(rows["finetuned"]), "guard_ndcg@10": ndcg(guard.get("finetuned"))}}
+    run.run("promotion", stages.register_and_promote, out, run_id, model_dir, fingerprint, decision.promote, record)
+    run.note("promotion", run_id=run_id, promoted=decision.promote, reason=decision.reason)
+    return {**rows, **({"guard": guard} if guard else {})}, promotion
+
+
+# The settings a model card names: what data and training made the model.
+_CARD_SETTINGS = ("profile", "base_model", "pooling", "llm_backend", "llm_model", "chunk_size", "chunk_overlap",
+                  "val_ratio", "seed", "epochs", "batch_size", "learning_rate", "warmup_steps", "loss_scale",
+                  "max_seq_length", "hard_negatives", "cached_loss", "interpolation_alphas",
+                  "promotion_guard_margin", "promotion_min_gain")
+
+
+def _json(path: str | Path) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def validation_rows(metrics: dict) -> dict:
+    """The validation-set columns of metrics.json, in table order (base, champion, fine-tuned)."""
+    return {k: metrics[k] for k in ("base", "champion", "finetuned") if k in metrics}
+
+
+def publish_generation_report(out: Path, stats: dict, round_trip: dict | None) -> None:
+    """generation_report.md/.json in the output folder, and the Prefect artifact ``generation-report``."""
+    from tasks.generation_report import ARTIFACT_KEY, write_generation_report
+
+    create_markdown_artifact(
+        key=ARTIFACT_KEY,
+        markdown=write_generation_report(out, stats, round_trip),
+        description="Question generation: chunks asked and skipped, questions kept and dropped (with examples)",
+    )
+
+
+def publish_skipped_inputs(skipped: list[dict[str, str]], settings: Settings) -> None:
+    """The table of PDFs the run could not use, as the Prefect artifact ``skipped-inputs``."""
+    from tasks.skipped_inputs import ARTIFACT_KEY, skipped_markdown
+
+    create_markdown_artifact(
+        key=ARTIFACT_KEY,
+        markdown=skipped_markdown(skipped, str(settings.pdf_dir)),
+        description="Input files the run could not use, why, and what to do",
+    )
+
+
 def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -> None:
-    """metrics.json, summary.json, report.md, and the table as a Prefect artifact."""
+    """metrics.json, summary.json, report.md, metrics.png, and the tables as Prefect artifacts.
+
+    A run registered for the first time gets the same files in ``runs/<id>/``.
+    """
+    from prefect.artifacts import create_link_artifact
+
+    from tasks.chart import metrics_chart_png
+    from tasks.fileio import write_bytes_atomic
     from tasks.report import metrics_table, render_report
 
-    write_json_atomic(out / "metrics.json", metrics)
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "report.md", render_report(metrics, summary, settings.model_dump(mode="json")))
+    validation, guard = validation_rows(metrics), metrics.get("guard")
+    promotion = summary.get("promotion")
+    files = {
+        "metrics.json": json_text(metrics),
+        "summary.json": json_text(summary),
+        "report.md": render_report(validation, summary, settings.model_dump(mode="json"), guard=guard,
+                                   promotion=promotion, chart="metrics.png"),
+        "metrics.png": metrics_chart_png({"validation set": validation, "guard set": guard or {}}),
+    }
+    targets = [out]
+    if promotion and promotion.get("new_run"):
+        targets.append(out / promotion["run_dir"])  # a new run folder: these files do not exist there yet
+    for folder in targets:
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                write_bytes_atomic(folder / name, content)
+            else:
+                write_text_atomic(folder / name, content)
+
+    markdown = f"## Retrieval on the validation set\n\n{metrics_table(validation, vs='champion')}\n"
+    if guard:
+        markdown += f"\n## Retrieval on the guard set\n\n{metrics_table(guard, vs='champion')}\n"
+    if promotion:
+        verdict = "promoted" if promotion["promote"] else "not promoted"
+        markdown += f"\n**Run `{promotion['run_id']}`: {verdict}** — {promotion['reason']}\n"
+    markdown += f"\nChart: `{(out / 'metrics.png').resolve()}`\n\nOutput: `{out.resolve()}`"
     create_markdown_artifact(
-        key="finetune-metrics",
-        markdown=f"## Retrieval on the validation set\n\n{metrics_table(metrics)}\n\nOutput: `{out.resolve()}`",
-        description="Base vs fine-tuned model on the validation questions",
+        key="finetune-metrics", markdown=markdown,
+        description="Base, champion and fine-tuned model on the validation and guard questions",
     )
+    # The UI cannot show a local file inline; a link artifact names the chart.
+    create_link_artifact(
+        key="finetune-metrics-chart", link=(out / "metrics.png").resolve().as_uri(), link_text="metrics.png",
+        description="Bar chart of the main metrics (base, fine-tuned, champion)",
+    )
+
+
+def json_text(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
 
 
 def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune_bce) -> int:
@@ -197,8 +388,17 @@ def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    metrics, promotion = result["metrics"], result["summary"].get("promotion")
     print()
-    print(console_table(result["metrics"]))
+    print(console_table(validation_rows(metrics), vs="champion"))
+    if metrics.get("guard"):
+        print("\nguard set (general questions written by people)")
+        print(console_table(metrics["guard"], vs="champion"))
+    if promotion:
+        verdict = "promoted" if promotion["promote"] else "not promoted"
+        print(f"\nrun {promotion['run_id']}: {verdict} — {promotion['reason']}")
+        if promotion.get("champion"):
+            print(f"champion: {Path(result['summary']['output_dir']) / 'runs' / promotion['champion'] / 'model'}")
     print(f"\nOutput folder: {result['summary']['output_dir']}")
     return 0
 

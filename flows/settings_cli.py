@@ -37,6 +37,8 @@ def _arg_type(annotation: Any) -> tuple[Any, list[Any] | None]:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return str, list(typing.get_args(annotation))
+    if origin is list:
+        return str, None  # "0.25,0.5": the Settings field parses the list
     if args and origin is not typing.Literal:
         inner = args[0]
         if typing.get_origin(inner) is typing.Literal:
@@ -94,12 +96,26 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def explain(error: ValidationError) -> str:
+    """One line per bad setting: the flag, the value given, what is wrong, and what the setting is for.
+
+    >>> try:
+    ...     Settings(val_ratio=1.5)
+    ... except ValidationError as e:
+    ...     print(explain(e))
+    invalid settings:
+      --val-ratio 1.5: Input should be less than 1 (Share of documents held out for validation.)
+    """
     lines = ["invalid settings:"]
     for err in error.errors():
         where = ".".join(str(p) for p in err["loc"]) or "settings"
-        flag = _flag(where) if where in Settings.model_fields else where
+        field = Settings.model_fields.get(where)
+        flag = _flag(where) if field else where
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {flag}: {msg}")
+        given = err.get("input")
+        shown = f" {given}" if field and isinstance(given, (str, int, float)) and len(str(given)) <= 60 else ""
+        # A list of choices explains itself; a bound ("greater than 0") needs the setting's purpose.
+        purpose = f" ({field.description})" if field and field.description and err["type"] != "literal_error" else ""
+        lines.append(f"  {flag}{shown}: {msg}{purpose}")
     return "\n".join(lines)
 
 

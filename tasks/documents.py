@@ -6,8 +6,13 @@ Pure functions, no Prefect: the flow wraps :func:`load_documents` in a task.
   sha256 of the bytes; the same file under other names is listed in ``duplicates``
   and read once.
 * A file that cannot be used (empty, not a PDF, damaged, encrypted with a password,
-  no text layer) is a :class:`~tasks.records.SkippedFile` with a reason a person can
-  act on, logged as a WARNING; the run goes on with the other files.
+  no text layer, text that is mostly unreadable) is a :class:`~tasks.records.SkippedFile`
+  with a reason and a hint a person can act on, logged as one WARNING line; the run goes
+  on with the other files.
+* Pages are read one at a time from the open file, and pypdf's object cache is emptied
+  after each page, so memory stays bounded however large the PDF (bench/pdf_memory.py).
+* File names are shown as text even when they are not valid UTF-8 (the odd bytes as
+  ``\\xff``), so they can be logged and written to JSON.
 * pypdf's own warnings go to the run log with the file's name, never raw to the console.
 
 Example::
@@ -27,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pypdf
 import pypdf.errors
@@ -35,11 +41,13 @@ from tasks.errors import PipelineError
 from tasks.fileio import sha256_file
 from tasks.records import Document, Page, SkippedFile
 from tasks.text_cleaning import clean_page_text
+from tasks.text_quality import TextQuality, assess_text
 
 __all__ = [
     "DocumentsResult",
     "NoUsableDocumentsError",
     "PdfReadError",
+    "display_name",
     "find_pdfs",
     "load_documents",
     "read_pdf",
@@ -48,6 +56,19 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 NO_TEXT_REASON = "no text layer (scanned? needs OCR)"
+GARBLED_REASON = "unreadable text"  # the start of the reason; the counts follow
+
+# What to do about each kind of bad file, shown beside the reason in the skipped-inputs table.
+HINT_CANNOT_OPEN = "check that the file exists and that you may read it"
+HINT_EMPTY = "copy the file again from where it came from, or delete it"
+HINT_NOT_PDF = "convert it to PDF, or move it out of the PDF folder"
+HINT_DAMAGED = "download or export it again (a cut-off copy looks like this); `qpdf --check FILE` shows what is broken"
+HINT_ENCRYPTED = "remove the password first, e.g. `qpdf --decrypt --password=PASSWORD in.pdf out.pdf`"
+HINT_OCR = "add a text layer with OCR first, e.g. `ocrmypdf -l chi_sim in.pdf out.pdf`"
+HINT_GARBLED = (
+    "its fonts map to no real characters: OCR it (`ocrmypdf --force-ocr -l chi_sim in.pdf out.pdf`) or export it "
+    "again from the source; garbage_pdfs = \"keep\" uses it as it is"
+)
 
 # What a file that is not a PDF most likely is, by its first bytes.
 _MAGIC = {
@@ -65,11 +86,12 @@ _MAGIC = {
 
 
 class PdfReadError(Exception):
-    """A PDF that cannot be used; ``reason`` is short and meant for a person."""
+    """A PDF that cannot be used; ``reason`` is short and meant for a person, ``hint`` says what to do."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, hint: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.hint = hint
 
 
 class NoUsableDocumentsError(PipelineError, RuntimeError):
@@ -118,15 +140,35 @@ def find_pdfs(pdf_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(pdf_dir).parts)
 
 
+def display_name(relative: Path | str) -> str:
+    """A file's path as printable text: bytes that are not UTF-8 become ``\\xNN``.
+
+    Python hands such names over as lone surrogates, which cannot be written to a
+    UTF-8 log, JSON or report::
+
+        >>> display_name(os.fsdecode(b"scan \\xff.pdf"))
+        'scan \\\\xff.pdf'
+    """
+    text = Path(relative).as_posix()
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def read_pdf(
-    path: Path, *, logger: logging.Logger | None = None, label: str | None = None
+    path: Path,
+    *,
+    logger: logging.Logger | None = None,
+    label: str | None = None,
+    garbage_pdfs: str = "skip",
+    garbage_threshold: float = 0.3,
 ) -> tuple[list[str], int]:
     """Return the cleaned text of every page (``""`` for a page without text) and the page count.
 
     Raises :class:`PdfReadError` when the file cannot be used. ``label`` names the file
     in log lines (default: its name). pypdf's warnings about the file are re-logged to
     ``logger`` (default: this module's) at DEBUG, with one INFO line when the file was
-    read all the same.
+    read all the same. When more than ``garbage_threshold`` of the extracted characters
+    are unreadable (see :mod:`tasks.text_quality`), the file is skipped
+    (``garbage_pdfs="skip"``) or kept with a WARNING (``"keep"``).
 
     Example::
 
@@ -136,16 +178,24 @@ def read_pdf(
     """
     path = Path(path)
     log = logger or _log
-    name = label or path.name
+    name = label or display_name(path.name)
     _check_header(path)
     messages: list[str] = []
+    quality = TextQuality()
     try:
         with _captured_pypdf_messages(messages):
-            texts = _page_texts(path, name, log)
+            texts = _page_texts(path, name, log, quality)
+        if quality.n_chars and quality.share > garbage_threshold:
+            problem = f"{GARBLED_REASON}: {quality.describe()}"
+            if garbage_pdfs == "skip":
+                raise PdfReadError(problem, HINT_GARBLED)
+            log.warning("%s: %s; kept because garbage_pdfs is %r", name, problem, garbage_pdfs)
+        if not any(texts):
+            raise PdfReadError(NO_TEXT_REASON, HINT_OCR)
     except PdfReadError as exc:
         _relog(messages, name, log)
         if messages and exc.reason.startswith("damaged"):
-            raise PdfReadError(f"{exc.reason} (pypdf: {messages[0]})") from exc
+            raise PdfReadError(f"{exc.reason} (pypdf: {messages[0]})", exc.hint) from exc
         raise
     _relog(messages, name, log)
     if messages:
@@ -153,11 +203,18 @@ def read_pdf(
     return texts, len(texts)
 
 
-def load_documents(pdf_dir: Path, logger: logging.Logger | None = None) -> DocumentsResult:
+def load_documents(
+    pdf_dir: Path,
+    logger: logging.Logger | None = None,
+    *,
+    garbage_pdfs: str = "skip",
+    garbage_threshold: float = 0.3,
+) -> DocumentsResult:
     """Read every PDF under pdf_dir into documents; skip, log and list the ones that fail.
 
     Raises :class:`NoUsableDocumentsError` when no document is left, and
-    ``FileNotFoundError`` when the folder does not exist.
+    ``FileNotFoundError`` when the folder does not exist. ``garbage_pdfs`` and
+    ``garbage_threshold`` are the settings of the same names (see :func:`read_pdf`).
 
     Example::
 
@@ -174,18 +231,19 @@ def load_documents(pdf_dir: Path, logger: logging.Logger | None = None) -> Docum
     skipped: list[SkippedFile] = []
     seen: dict[str, Document | SkippedFile] = {}  # content hash -> what became of it
 
-    def skip(source: str, reason: str) -> SkippedFile:
-        log.warning("skipping %s: %s", source, reason)
-        entry = SkippedFile(source=source, reason=reason)
+    def skip(source: str, reason: str, hint: str) -> SkippedFile:
+        # One line per bad file: which file, why, and what to do.
+        log.warning("skipping %s: %s%s", source, reason, f" — {hint}" if hint else "")
+        entry = SkippedFile(source=source, reason=reason, hint=hint)
         skipped.append(entry)
         return entry
 
     for path in paths:
-        source = path.relative_to(pdf_dir).as_posix()
+        source = display_name(path.relative_to(pdf_dir))
         try:
             digest = sha256_file(path)
         except OSError as exc:
-            skip(source, f"cannot read the file: {exc.strerror or exc}")
+            skip(source, f"cannot read the file: {exc.strerror or exc}", HINT_CANNOT_OPEN)
             continue
         first = seen.get(digest)
         if isinstance(first, Document):
@@ -193,12 +251,14 @@ def load_documents(pdf_dir: Path, logger: logging.Logger | None = None) -> Docum
             log.info("%s has the same content as %s; it is read once", source, first.source)
             continue
         if isinstance(first, SkippedFile):
-            skip(source, f"same content as {first.source}: {first.reason}")
+            skip(source, f"same content as {first.source}: {first.reason}", first.hint)
             continue
         try:
-            texts, n_pages = read_pdf(path, logger=log, label=source)
+            texts, n_pages = read_pdf(
+                path, logger=log, label=source, garbage_pdfs=garbage_pdfs, garbage_threshold=garbage_threshold
+            )
         except PdfReadError as exc:
-            seen[digest] = skip(source, exc.reason)
+            seen[digest] = skip(source, exc.reason, exc.hint)
             continue
         pages = [Page(doc_id=digest, source=source, page=i, text=t) for i, t in enumerate(texts, 1) if t]
         doc = Document(doc_id=digest, source=source, pages=pages, n_pages_total=n_pages)
@@ -230,46 +290,60 @@ def _check_header(path: Path) -> None:
         with open(path, "rb") as f:
             head = f.read(1024)
     except OSError as exc:
-        raise PdfReadError(f"cannot read the file: {exc.strerror or exc}") from exc
+        raise PdfReadError(f"cannot read the file: {exc.strerror or exc}", HINT_CANNOT_OPEN) from exc
     if size == 0:
-        raise PdfReadError("empty file (0 bytes)")
+        raise PdfReadError("empty file (0 bytes)", HINT_EMPTY)
     # The PDF spec lets the header start anywhere in the first 1024 bytes.
     if b"%PDF-" not in head:
         kind = next((what for magic, what in _MAGIC.items() if head.lstrip().startswith(magic)), None)
         preview = repr(head[:16].decode("utf-8", errors="replace"))
-        raise PdfReadError(f"not a PDF (starts with {preview}{': ' + kind if kind else ''})")
+        raise PdfReadError(f"not a PDF (starts with {preview}{': ' + kind if kind else ''})", HINT_NOT_PDF)
 
 
-def _page_texts(path: Path, name: str, log: logging.Logger) -> list[str]:
+def _page_texts(path: Path, name: str, log: logging.Logger, quality: TextQuality) -> list[str]:
+    """Cleaned text per page; adds the raw text's unreadable-character counts to ``quality``."""
     try:
-        reader = pypdf.PdfReader(path, strict=False)
+        # pypdf given a path reads the whole file into memory; given an open file it
+        # seeks to the objects it needs.
+        with open(path, "rb") as stream:
+            return _read_pages(stream, name, log, quality)
+    except OSError as exc:
+        raise PdfReadError(f"cannot read the file: {exc.strerror or exc}", HINT_CANNOT_OPEN) from exc
+
+
+def _read_pages(stream: BinaryIO, name: str, log: logging.Logger, quality: TextQuality) -> list[str]:
+    try:
+        reader = pypdf.PdfReader(stream, strict=False)
         encrypted = reader.is_encrypted
     except Exception as exc:  # pypdf raises many kinds on broken files, not only its own
-        raise PdfReadError(f"damaged PDF: {_describe(exc)}") from exc
+        raise PdfReadError(f"damaged PDF: {_describe(exc)}", HINT_DAMAGED) from exc
     if encrypted:
         _decrypt(reader)
     try:
         n_pages = len(reader.pages)
     except Exception as exc:
-        raise PdfReadError(f"damaged PDF: {_describe(exc)}") from exc
+        raise PdfReadError(f"damaged PDF: {_describe(exc)}", HINT_DAMAGED) from exc
     if n_pages == 0:
-        raise PdfReadError("damaged PDF: it has no pages")
+        raise PdfReadError("damaged PDF: it has no pages", HINT_DAMAGED)
 
     texts: list[str] = []
     errors: list[str] = []
-    for number, page in enumerate(reader.pages, 1):
+    for number in range(1, n_pages + 1):
         try:
-            raw = page.extract_text() or ""
+            raw = reader.pages[number - 1].extract_text() or ""
         except Exception as exc:
             # One broken page should not cost the document its other pages.
             errors.append(_describe(exc))
             log.warning("%s: page %d: text could not be extracted (%s); page left out", name, number, errors[-1])
             raw = ""
+        # Judged before cleaning: cleaning removes NUL and other control characters.
+        quality += assess_text(raw)
         texts.append(clean_page_text(raw))
+        # pypdf keeps every object it parsed (fonts, images, content streams) for the
+        # reader's lifetime; dropping them after each page bounds memory by one page.
+        reader.resolved_objects.clear()
     if len(errors) == n_pages:
-        raise PdfReadError(f"damaged PDF: no page could be read ({errors[0]})")
-    if not any(texts):
-        raise PdfReadError(NO_TEXT_REASON)
+        raise PdfReadError(f"damaged PDF: no page could be read ({errors[0]})", HINT_DAMAGED)
     return texts
 
 
@@ -279,11 +353,14 @@ def _decrypt(reader: pypdf.PdfReader) -> None:
     try:
         result = reader.decrypt("")
     except pypdf.errors.DependencyError as exc:
-        raise PdfReadError(f"encrypted, and decrypting it needs a package that is not installed: {exc}") from exc
+        raise PdfReadError(
+            f"encrypted, and decrypting it needs a package that is not installed: {exc}",
+            "pip install cryptography",
+        ) from exc
     except Exception as exc:
-        raise PdfReadError(f"encrypted, and could not be decrypted: {_describe(exc)}") from exc
+        raise PdfReadError(f"encrypted, and could not be decrypted: {_describe(exc)}", HINT_ENCRYPTED) from exc
     if result == pypdf.PasswordType.NOT_DECRYPTED:
-        raise PdfReadError("encrypted (needs a password)")
+        raise PdfReadError("encrypted (needs a password)", HINT_ENCRYPTED)
 
 
 def _describe(exc: Exception) -> str:
@@ -341,7 +418,7 @@ def _no_documents_message(pdf_dir: Path, n_files: int, skipped: list[SkippedFile
             "Put the PDFs to fine-tune on there, or set pdf_dir to the folder that holds them."
         )
     lines = [f"None of the {n_files} PDF file(s) in {pdf_dir} could be used:"]
-    lines += [f"  - {s.source}: {s.reason}" for s in skipped]
+    lines += [f"  - {s.source}: {s.reason}" + (f" — {s.hint}" if s.hint else "") for s in skipped]
     lines.append(
         "Replace or repair these files (scanned PDFs need OCR first, password-protected "
         "ones need the password removed), or set pdf_dir to another folder."

@@ -7,3 +7,10 @@ and the fix, without a traceback; any other exception is a bug and keeps its tra
 
 class PipelineError(Exception):
     """Bad input, a bad setting, or a missing model: the message says what to do."""
+
+
+class DiskFullError(PipelineError, OSError):
+    """The disk filled up while an output was being written; the previous output is untouched.
+
+    Also an ``OSError``, so callers that already handle disk errors keep working.
+    """

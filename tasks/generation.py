@@ -6,6 +6,18 @@ handful); every finished batch is on disk before the next starts. The LLM itself
 is loaded only when at least one chunk is missing, so a fully cached run never
 touches it.
 
+Around that:
+
+- chunks not worth a question (a table of contents, references, a cover page:
+  :mod:`tasks.chunk_quality`) are not sent at all, and counted per reason;
+- what the LLM wrote is parsed (:mod:`tasks.prompts`) and filtered
+  (:mod:`tasks.question_filters`, the prompt's example, duplicates), each drop counted;
+- a chunk left without a usable question, or whose batch the LLM failed, is asked
+  again with another seed, up to ``generation_retries`` times. Attempt ``a`` has its
+  own cache file (the fingerprint plus ``attempt``), so a rerun is all cache hits;
+- chunks that still have an LLM error or no question at all are listed, and the run
+  fails only when they are more than ``max_failed_share`` of the chunks asked.
+
 Example::
 
     >>> result = generate_questions(chunks, settings, make_writer)
@@ -18,15 +30,17 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
+from tasks.chunk_quality import skip_reason
+from tasks.errors import PipelineError
 from tasks.fileio import stable_hash
 from tasks.generation_cache import GenerationCache
-from tasks.llm.base import QuestionWriter
+from tasks.llm.base import LLMError, QuestionWriter
 from tasks.prompts import build_prompt, parse_questions
-from tasks.question_filters import DUPLICATE, drop_reason
+from tasks.question_filters import DUPLICATE, ECHOES_PROMPT, drop_reason
 from tasks.records import Chunk
 from tasks.settings import Settings
 
@@ -40,6 +54,20 @@ class Question:
     question: str
 
 
+NO_QUESTION = "no question in the answer"
+ALL_DROPPED = "every question dropped by the filters"
+LLM_FAILED = "LLM error"
+# Examples kept per reason for the generation report, and failed chunks listed in it.
+EXAMPLES_PER_REASON = 3
+MAX_LISTED_FAILURES = 100
+# This many failed batches in a row means the LLM is down, not that a few chunks are hard.
+MAX_FAILED_BATCHES_IN_A_ROW = 3
+
+
+class GenerationFailedError(PipelineError, RuntimeError):
+    """The LLM failed too many chunks (or went away): the message lists some of them."""
+
+
 @dataclass
 class GenerationStats:
     chunks: int = 0
@@ -48,6 +76,19 @@ class GenerationStats:
     questions_kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     seconds_in_llm: float = 0.0
+    # Not asked: chunk_quality's reason -> chunks.
+    chunks_skipped: dict[str, int] = field(default_factory=dict)
+    chunks_asked: int = 0
+    chunks_with_questions: int = 0
+    # Asked again with another seed (at least once), and of those, the ones that then gave a question.
+    retried_chunks: int = 0
+    recovered_by_retry: int = 0
+    # After the retries: every chunk without a kept question, with why ({chunk_id, source, page, reason}).
+    # Those whose reason is an LLM error or no question at all count as failed (max_failed_share).
+    chunks_without_question: list[dict[str, Any]] = field(default_factory=list)
+    failed_chunks: int = 0
+    # reason -> a few {"chunk_id", "text"}: the dropped question, the raw answer, or the skipped chunk.
+    examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +107,9 @@ def batch_size_for(settings: Settings) -> int:
         return settings.vllm_batch_size
     if backend == "openai":
         return settings.llm_concurrency * 4
+    if backend == "gguf":
+        # Its sequences run in parallel: a batch of a few times llm_parallel keeps them all busy.
+        return settings.llm_parallel * 4
     return 4
 
 
@@ -92,51 +136,184 @@ def question_id(chunk_id: str, index: int, question: str) -> str:
     return stable_hash([chunk_id, index, question])[:32]
 
 
+def retries_for(settings: Settings) -> int:
+    """How many times a failed chunk is asked again: none when another seed cannot change
+    the answer (greedy sampling, or the deterministic extractive writer)."""
+    if settings.resolved_llm_backend() == "extractive" or settings.llm_temperature == 0:
+        return 0
+    return settings.generation_retries
+
+
+def attempt_settings(settings: Settings, attempt: int) -> Settings:
+    """The settings the writer of ``attempt`` is made with: the seed moves on by one per attempt."""
+    return settings if attempt == 0 else settings.model_copy(update={"seed": settings.seed + attempt})
+
+
+def attempt_fingerprint(settings: Settings, attempt: int) -> dict[str, Any]:
+    """The cache fingerprint of ``attempt``; attempt 0 is the plain one, so earlier caches stay valid."""
+    fp = settings.generation_fingerprint()
+    return fp if attempt == 0 else {**fp, "attempt": attempt}
+
+
+class _Judge:
+    """Reads questions out of answers and filters them, counting drops and keeping examples."""
+
+    def __init__(self, settings: Settings, stats: GenerationStats):
+        self.settings = settings
+        self.stats = stats
+        self.dropped: Counter[str] = Counter()
+        self.seen: set[str] = set()
+
+    def example(self, reason: str, chunk: Chunk, text: str) -> None:
+        shelf = self.stats.examples.setdefault(reason, [])
+        if len(shelf) < EXAMPLES_PER_REASON:
+            shelf.append({"chunk_id": chunk.chunk_id, "text": text})
+
+    def keep(self, chunk: Chunk, raw: str) -> list[str]:
+        s = self.settings
+        parsed = parse_questions(raw, s.questions_per_chunk)
+        if not parsed:
+            self.dropped[NO_QUESTION] += 1
+            self.example(NO_QUESTION, chunk, _excerpt(raw) or "(empty answer)")
+            return []
+        kept = []
+        for q in parsed:
+            reason = drop_reason(q, chunk.text, s)
+            if reason is None and s.filter_prompt_echo and echoes_template(q, s.prompt_template, chunk.text):
+                reason = ECHOES_PROMPT
+            if reason is None and s.filter_duplicates and q in self.seen:
+                reason = DUPLICATE
+            if reason:
+                self.dropped[reason] += 1
+                self.example(reason, chunk, q)
+                continue
+            self.seen.add(q)
+            kept.append(q)
+        return kept
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def generate_questions(
     chunks: list[Chunk],
     settings: Settings,
     writer_factory: Callable[[Settings], QuestionWriter],
     show_progress: bool = True,
 ) -> GenerationResult:
-    """Questions for ``chunks``: cached answers reused, the rest asked of a writer."""
-    cache = GenerationCache(settings.cache_dir, settings.generation_fingerprint())
-    stats = GenerationStats(chunks=len(chunks))
+    """Questions for ``chunks``: cached answers reused, the rest asked of a writer.
 
-    unique_texts = list(dict.fromkeys(c.text for c in chunks))
-    missing = [t for t in unique_texts if cache.get(t) is None]
-    stats.cache_hits = len(unique_texts) - len(missing)
-    log.info(
-        "questions: %d chunks, %d answered before (cache %s), %d to ask",
-        len(unique_texts), stats.cache_hits, cache.path, len(missing),
-    )
-    if missing:
-        stats.requests_sent, stats.seconds_in_llm = _ask(missing, settings, cache, writer_factory, show_progress)
+    Raises :class:`GenerationFailedError` when more than ``settings.max_failed_share``
+    of the chunks asked end with an LLM error or no question, or when the LLM fails
+    several batches in a row; every answer received before is cached.
+    """
+    stats = GenerationStats(chunks=len(chunks))
+    judge = _Judge(settings, stats)
+
+    asked: list[Chunk] = []
+    skipped: Counter[str] = Counter()
+    for chunk in chunks:
+        reason = skip_reason(chunk.text) if settings.skip_low_value_chunks else None
+        if reason:
+            skipped[reason] += 1
+            judge.example(reason, chunk, _excerpt(chunk.text))
+        else:
+            asked.append(chunk)
+    stats.chunks_skipped = dict(skipped)
+    stats.chunks_asked = len(asked)
+    if skipped:
+        log.info("questions: %d chunks not worth a question, not asked: %s", sum(skipped.values()), dict(skipped))
+
+    kept: dict[int, list[str]] = {}
+    outcome: dict[int, str] = {}  # why a chunk has no question (after its latest attempt)
+    pending = list(range(len(asked)))
+    retries = retries_for(settings)
+    for attempt in range(retries + 1):
+        if not pending:
+            break
+        cache = GenerationCache(settings.cache_dir, attempt_fingerprint(settings, attempt))
+        texts = list(dict.fromkeys(asked[i].text for i in pending))
+        missing = [t for t in texts if cache.get(t) is None]
+        stats.cache_hits += len(texts) - len(missing)
+        if attempt == 1:
+            stats.retried_chunks = len(pending)
+        log.info(
+            "questions%s: %d chunks, %d answered before (cache %s), %d to ask",
+            f" (attempt {attempt + 1}, seed {settings.seed + attempt})" if attempt else "",
+            len(texts), len(texts) - len(missing), cache.path, len(missing),
+        )
+        errors: dict[str, str] = {}
+        if missing:
+            sent, seconds, errors = _ask(
+                missing, attempt_settings(settings, attempt), cache, writer_factory, show_progress, attempt
+            )
+            stats.requests_sent += sent
+            stats.seconds_in_llm += seconds
+        still = []
+        for i in pending:
+            chunk = asked[i]
+            raw = cache.get(chunk.text)
+            if raw is None:
+                outcome[i] = f"{LLM_FAILED}: {errors.get(chunk.text, 'no answer')}"
+                still.append(i)
+                continue
+            questions = judge.keep(chunk, raw)
+            if questions:
+                kept[i] = questions
+                outcome.pop(i, None)
+                stats.recovered_by_retry += attempt > 0
+            else:
+                outcome[i] = NO_QUESTION if not parse_questions(raw, settings.questions_per_chunk) else ALL_DROPPED
+                still.append(i)
+        pending = still
 
     questions: list[Question] = []
-    dropped: Counter[str] = Counter()
-    seen: set[str] = set()
-    for chunk in chunks:
-        parsed = parse_questions(cache.get(chunk.text) or "", settings.questions_per_chunk)
-        if not parsed:
-            dropped["no question in the answer"] += 1
-            continue
-        kept = []
-        for q in parsed:
-            reason = drop_reason(q, chunk.text, settings)
-            if reason is None and echoes_template(q, settings.prompt_template, chunk.text):
-                reason = "repeats the prompt's example"
-            if reason is None and q in seen:
-                reason = DUPLICATE
-            if reason:
-                dropped[reason] += 1
-                continue
-            seen.add(q)
-            kept.append(q)
-        for i, q in enumerate(kept):
-            questions.append(Question(qid=question_id(chunk.chunk_id, i, q), chunk_id=chunk.chunk_id, question=q))
+    for i, chunk in enumerate(asked):
+        for j, q in enumerate(kept.get(i, [])):
+            questions.append(Question(qid=question_id(chunk.chunk_id, j, q), chunk_id=chunk.chunk_id, question=q))
     stats.questions_kept = len(questions)
-    stats.dropped = dict(dropped)
+    stats.chunks_with_questions = len(kept)
+    stats.dropped = dict(judge.dropped)
+    without = [
+        {"chunk_id": asked[i].chunk_id, "source": asked[i].source, "page": asked[i].page, "reason": outcome[i]}
+        for i in pending
+    ]
+    failed = [w for w in without if w["reason"] != ALL_DROPPED]
+    stats.failed_chunks = len(failed)
+    # The failures first: they are what the report and the error must show.
+    stats.chunks_without_question = (failed + [w for w in without if w["reason"] == ALL_DROPPED])[:MAX_LISTED_FAILURES]
+    check_failed_share(failed, len(asked), settings.max_failed_share, retries)
     return GenerationResult(questions=questions, stats=stats)
+
+
+def check_failed_share(failed: list[dict[str, Any]], n_asked: int, max_share: float, retries: int) -> None:
+    """Raise when more than ``max_share`` of the ``n_asked`` chunks failed, listing a few.
+
+    Example::
+
+        >>> check_failed_share([{"chunk_id": "c1", "source": "a.pdf", "page": 2, "reason": "LLM error: timed out"}],
+        ...                    n_asked=1, max_share=0.5, retries=2)
+        Traceback (most recent call last):
+        GenerationFailedError: 1 of 1 chunks (100%) have no question after 2 retries, more than max_failed_share 0.5: …
+    """
+    if not n_asked or len(failed) <= max_share * n_asked:
+        if failed:
+            log.warning("questions: %d of %d chunks failed (an LLM error or no question): %s",
+                        len(failed), n_asked, "; ".join(_describe(f) for f in failed[:5]))
+        return
+    shown = "; ".join(_describe(f) for f in failed[:5])
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    raise GenerationFailedError(
+        f"{len(failed)} of {n_asked} chunks ({len(failed) / n_asked:.0%}) have no question after {retries} "
+        f"retries, more than max_failed_share {max_share}: {shown}{more}. Answers received so far are cached: "
+        f"fix the LLM (server, model, prompt) and run again, or raise --max-failed-share."
+    )
+
+
+def _describe(failure: dict[str, Any]) -> str:
+    return f"{failure['source']} p.{failure['page']} chunk {failure['chunk_id'][:12]}: {failure['reason']}"
 
 
 def _ask(
@@ -145,25 +322,77 @@ def _ask(
     cache: GenerationCache,
     writer_factory: Callable[[Settings], QuestionWriter],
     show_progress: bool,
-) -> tuple[int, float]:
+    attempt: int = 0,
+) -> tuple[int, float, dict[str, str]]:
+    """Ask for ``texts`` batch by batch; (requests sent, seconds, {text: error} of failed batches).
+
+    A failed batch is recorded and the next one tried (a retry round asks it again); a few
+    failed batches in a row mean the LLM is down, and waiting on every other batch would
+    only take longer, so that raises.
+    """
     batch = batch_size_for(settings)
     started = time.perf_counter()
+    errors: dict[str, str] = {}
+    failed_in_a_row = 0
     writer = writer_factory(settings)
+    sent_before = writer.requests_sent  # a writer may be reused (tests, a shared server client)
+    desc = "questions" if attempt == 0 else f"questions (retry {attempt})"
     try:
-        with tqdm(total=len(texts), desc="questions", unit="chunk", disable=not show_progress) as bar:
+        with tqdm(total=len(texts), desc=desc, unit="chunk", disable=not show_progress) as bar:
             for start in range(0, len(texts), batch):
                 part = texts[start : start + batch]
                 prompts = [build_prompt(settings.prompt_template, t, settings.questions_per_chunk) for t in part]
-                raws = writer.complete(prompts, on_progress=bar.update)
-                if len(raws) != len(part):
-                    raise RuntimeError(f"{writer.name} returned {len(raws)} answers for {len(part)} prompts")
-                cache.put_many(dict(zip(part, raws)))
+                try:
+                    answers = dict(zip(part, _complete(writer, prompts, bar.update)))
+                except Exception as e:  # noqa: BLE001 - any backend failure: record it, retry the chunks later
+                    log.warning("questions: a batch of %d chunks failed: %s", len(part), _error(e))
+                    if attempt == 0 or len(part) == 1:
+                        answers, batch_errors = {}, dict.fromkeys(part, _error(e))
+                    else:
+                        # In a retry round, one prompt the model cannot take (too long for its
+                        # context, say) must not fail its batch-mates again: ask them one by one.
+                        answers, batch_errors = _one_by_one(writer, part, prompts)
+                    errors.update(batch_errors)
+                    if answers:
+                        failed_in_a_row = 0
+                    else:
+                        failed_in_a_row += 1
+                        if failed_in_a_row >= MAX_FAILED_BATCHES_IN_A_ROW:
+                            raise GenerationFailedError(
+                                f"the LLM ({writer.name}) failed {failed_in_a_row} batches in a row, last with "
+                                f"{_error(e)}. Answers received so far are cached: fix the LLM (is the server up? "
+                                "the model path right?) and run again."
+                            ) from e
+                else:
+                    failed_in_a_row = 0
+                cache.put_many(answers)
                 done = start + len(part)
                 elapsed = time.perf_counter() - started
                 log.info(
                     "questions: %d/%d chunks asked, %.2f chunks/s, about %.0f s left",
                     done, len(texts), done / elapsed, (len(texts) - done) * elapsed / done,
                 )
-        return writer.requests_sent, time.perf_counter() - started
+        return writer.requests_sent - sent_before, time.perf_counter() - started, errors
     finally:
         writer.close()
+
+
+def _complete(writer: QuestionWriter, prompts: list[str], on_progress: Callable[[int], None] | None) -> list[str]:
+    raws = writer.complete(prompts, on_progress=on_progress)
+    if len(raws) != len(prompts):
+        raise LLMError(f"{writer.name} returned {len(raws)} answers for {len(prompts)} prompts")
+    return raws
+
+
+def _one_by_one(writer: QuestionWriter, texts: list[str], prompts: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    answers, errors = {}, {}
+    for text, prompt in zip(texts, prompts):
+        try:
+            answers[text] = _complete(writer, [prompt], None)[0]
+        except Exception as e:  # noqa: BLE001 - recorded per chunk
+            errors[text] = _error(e)
+    return answers, errors
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"

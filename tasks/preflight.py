@@ -34,6 +34,13 @@ def check_settings(settings: Settings) -> None:
                          ("--cache-dir", settings.cache_dir)):
         _check_writable(flag, Path(folder))
 
+    guard = settings.guard_dataset
+    if guard is not None and not Path(guard).is_file():
+        raise PreflightError(
+            f"--guard-dataset: {guard} does not exist (absolute: {Path(guard).absolute()}); run from the "
+            "repository root, pass the path of data/guard/guard_dataset.json, or --guard-dataset none to run without one"
+        )
+
     base = settings.resolved_base_model()
     if base != BUNDLED_E5 and looks_like_path(base) and not Path(base).expanduser().exists():
         raise PreflightError(

@@ -22,6 +22,7 @@ class SkippedFile:
 
     source: str
     reason: str
+    hint: str = ""  # what to do about it, e.g. "run OCR first"
 
 
 @dataclass

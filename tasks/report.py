@@ -74,35 +74,44 @@ def format_change(first: float | None, last: float | None) -> str:
     return f"{points + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
 
 
-def table_cells(rows: Rows, keys: Sequence[str] = MAIN_KEYS) -> tuple[list[str], list[list[str]]]:
-    """Header and body cells shared by the markdown and the console tables."""
+def table_cells(
+    rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells shared by the markdown and the console tables.
+
+    ``vs`` names a model column to add a second change column for (last model minus it),
+    e.g. the champion.
+    """
     models = list(rows)
     with_change = len(models) > 1
-    header = ["metric", *models, *([CHANGE_HEADER] if with_change else [])]
+    with_vs = vs is not None and vs in rows and vs not in (models[0], models[-1])
+    header = ["metric", *models, *([CHANGE_HEADER] if with_change else []), *([f"vs {vs} (pts)"] if with_vs else [])]
     body = []
     for key in keys:
         values = [metric_value(rows[m], key) for m in models]
         cells = [key, *("–" if v is None else f"{v:.4f}" for v in values)]
         if with_change:
             cells.append(format_change(values[0], values[-1]))
+        if with_vs:
+            cells.append(format_change(metric_value(rows[vs], key), values[-1]))
         body.append(cells)
     return header, body
 
 
-def metrics_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS) -> str:
+def metrics_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None) -> str:
     """A markdown table: one row per metric, one column per model, and the change.
 
     With a single model there is nothing to compare and no change column.
     """
     if not rows:
         return "_no metrics_"
-    header, body = table_cells(rows, keys)
+    header, body = table_cells(rows, keys, vs)
     lines = [_md_row(header), "|---|" + "---:|" * (len(header) - 1)]
     lines += [_md_row(cells) for cells in body]
     return "\n".join(lines)
 
 
-def console_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS) -> str:
+def console_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None) -> str:
     """The same table as plain text with aligned columns, for the terminal.
 
     >>> print(console_table({"base": {"mrr@10": 0.5}, "finetuned": {"mrr@10": 0.6}}, keys=("mrr@10",)))
@@ -111,7 +120,7 @@ def console_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS) -> str:
     """
     if not rows:
         return "(no metrics)"
-    header, body = table_cells(rows, keys)
+    header, body = table_cells(rows, keys, vs)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -122,7 +131,15 @@ def console_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS) -> str:
     return "\n".join(line(r) for r in [header, *body])
 
 
-def render_report(metrics: Rows, summary: Mapping[str, Any], settings_dump: Mapping[str, Any]) -> str:
+def render_report(
+    metrics: Rows,
+    summary: Mapping[str, Any],
+    settings_dump: Mapping[str, Any],
+    *,
+    guard: Rows | None = None,
+    promotion: Mapping[str, Any] | None = None,
+    chart: str | None = None,
+) -> str:
     """report.md of a run.
 
     Args:
@@ -131,18 +148,43 @@ def render_report(metrics: Rows, summary: Mapping[str, Any], settings_dump: Mapp
             ``model_path``, ``base_model`` (``spec``, ``path``, ``source``, ``pooling``),
             ``stages`` (``{stage: {"seconds", "cached", counts…}}``) and ``total_seconds``.
         settings_dump: ``Settings.model_dump(mode="json")``.
+        guard: ``{model label: metrics}`` on the guard set, same labels as ``metrics``.
+        promotion: The promotion record (``tasks.promotion.PromotionDecision.to_dict()``
+            plus ``run_id``, ``champion``): a section saying whether the run was promoted and why.
+        chart: Path of the metrics chart, relative to the report, to show under the tables.
     """
     stages: Mapping[str, Mapping[str, Any]] = summary.get("stages") or {}
     parts = ["# Embedding fine-tuning report", ""]
 
-    parts += ["## Retrieval on the validation set", "", metrics_table(metrics, MAIN_KEYS), ""]
+    parts += ["## Retrieval on the validation set", "", metrics_table(metrics, MAIN_KEYS, vs="champion"), ""]
     if len(metrics) > 1:
         first, last = list(metrics)[0], list(metrics)[-1]
-        parts += [f"_{CHANGE_HEADER}: {last} minus {first}, in percentage points._", ""]
+        vs = "; vs champion: minus the champion" if "champion" in metrics else ""
+        parts += [f"_{CHANGE_HEADER}: {last} minus {first}{vs}, in percentage points._", ""]
+    if guard:
+        parts += [
+            "## Retrieval on the guard set",
+            "",
+            "General Chinese questions written by people (CMRC 2018, `data/guard/`): what the model "
+            "could do before fine-tuning, and must not forget.",
+            "",
+            metrics_table(guard, MAIN_KEYS, vs="champion"),
+            "",
+        ]
+    if chart:
+        parts += [f"![main metrics: base, fine-tuned, champion]({chart})", ""]
+    if promotion:
+        parts += ["## Promotion", "", *_promotion_lines(promotion), ""]
 
     data = _dataset_lines(stages)
     if data:
         parts += ["## Data", "", *data, ""]
+
+    skipped = (stages.get("documents") or {}).get("skipped_files") or []
+    if skipped:
+        from tasks.skipped_inputs import skipped_table
+
+        parts += ["## Skipped input files", "", skipped_table(skipped), ""]
 
     models = _model_lines(summary)
     if models:
@@ -170,6 +212,22 @@ def render_report(metrics: Rows, summary: Mapping[str, Any], settings_dump: Mapp
     return "\n".join(parts)
 
 
+def _promotion_lines(p: Mapping[str, Any]) -> list[str]:
+    verdict = "**promoted**" if p.get("promote") else "**not promoted**"
+    lines = [f"- run `{p.get('run_id', '?')}`: {verdict} — {p.get('reason', '')}"]
+    if p.get("champion"):
+        lines.append(f"- champion now: run `{p['champion']}` (`current.json`, `current/`)")
+    else:
+        lines.append("- champion now: none promoted yet; the base model is the reference")
+    if p.get("guard_margin_pts") is not None:
+        lines.append(
+            f"- rule: beat the {p.get('incumbent', 'champion')} on validation NDCG@10 by more than "
+            f"{p.get('min_gain_pts') or 0:.1f} pts and lose at most {p['guard_margin_pts']:.1f} pts of guard "
+            "NDCG@10 against the base model"
+        )
+    return lines
+
+
 def _dataset_lines(stages: Mapping[str, Mapping[str, Any]]) -> list[str]:
     wanted = [
         ("documents", "documents", "PDF documents"),
@@ -179,6 +237,7 @@ def _dataset_lines(stages: Mapping[str, Mapping[str, Any]]) -> list[str]:
         ("chunks", "val_chunks", "validation chunks"),
         ("questions", "train_queries", "training questions"),
         ("questions", "val_queries", "validation questions"),
+        ("questions", "val_corpus_chunks", "chunks searched for each validation question"),
         ("training", "pairs", "training pairs"),
         ("training", "epochs", "epochs"),
         ("training", "steps_run", "training steps run"),

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_E5 = "bundled:multilingual-e5-small"
 BUNDLED_QWEN = "bundled:qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -93,6 +93,28 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(30, ge=0, description="SentenceSplitter overlap in tokens.")
     val_ratio: float = Field(0.2, gt=0, lt=1, description="Share of documents held out for validation.")
     seed: int = Field(42, description="Seed for the split, generation and training.")
+    val_corpus: Literal["all", "val"] = Field(
+        "all",
+        description=(
+            "What validation questions are searched against: 'all' chunks (train and validation, as in a "
+            "real index) or only the validation documents' chunks (LlamaIndex's recipe)."
+        ),
+    )
+
+    # --- unreadable PDFs (issue 6; see tasks/text_quality.py) -----------------
+    garbage_pdfs: Literal["skip", "keep"] = Field(
+        "skip",
+        description=(
+            "What to do with a PDF whose extracted text is mostly unreadable (replacement characters, NUL, "
+            "private-use characters, mojibake: usually a broken font encoding): skip it or keep it."
+        ),
+    )
+    garbage_threshold: float = Field(
+        0.3, gt=0, le=1, description="Share of unreadable characters above which a PDF counts as unreadable."
+    )
+    extractive_delay_s: float = Field(
+        0.0, ge=0, description="Seconds the extractive backend waits per prompt (simulates a slow LLM in tests and demos)."
+    )
 
     # --- question generation --------------------------------------------------
     llm_backend: LLMBackendName | None = Field(
@@ -106,9 +128,18 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(96, gt=0, description="Most tokens written per answer.")
     llm_threads: int | None = Field(None, description="CPU threads for the gguf backend (default: all cores).")
     llm_context: int = Field(2048, gt=0, description="Context window for the gguf backend.")
+    # gguf backend speed (issue 3; measured in bench/generation.py). None of these changes
+    # which question a chunk gets, only how fast: they stay out of the generation cache key.
+    llm_parallel: int = Field(8, gt=0, description="Prompts the gguf backend decodes together (sequences of one llama.cpp context); 1: one at a time.")
+    llm_batch_tokens: int = Field(512, gt=0, description="Most tokens per llama.cpp decode call of the gguf backend (n_batch = n_ubatch).")
+    llm_prefix_cache: bool = Field(True, description="gguf: evaluate the prompt's fixed start (chat header, instructions, example) once and reuse it for every chunk.")
+    llm_stop_early: bool = Field(True, description="gguf: end an answer at the newline after its last asked-for question instead of running on.")
     llm_timeout_s: float = Field(120.0, gt=0, description="Per-request timeout of the openai backend.")
     llm_concurrency: int = Field(8, gt=0, description="Concurrent requests of the openai backend.")
     vllm_batch_size: int = Field(512, gt=0, description="Prompts per vLLM generate call.")
+    vllm_tensor_parallel_size: int = Field(
+        1, gt=0, description="GPUs one vLLM model is split over (tensor parallelism), for models too big for one GPU."
+    )
     questions_per_chunk: int = Field(1, gt=0, description="Questions asked for each chunk.")
     # Filters on what the LLM wrote (applied after the cache, so changing them asks nothing again).
     filter_non_questions: bool = Field(True, description="Drop answers that are not a question (no ？ or ?).")
@@ -117,12 +148,31 @@ class Settings(BaseSettings):
     )
     min_question_chars: int = Field(4, ge=1, description="Drop questions shorter than this.")
     max_question_chars: int = Field(120, ge=1, description="Drop questions longer than this.")
+    filter_non_chinese: bool = Field(True, description="Drop questions without Chinese when their chunk is Chinese.")
+    filter_prompt_echo: bool = Field(True, description="Drop questions that repeat the prompt's example.")
+    filter_duplicates: bool = Field(True, description="Drop a question already kept for another chunk.")
+    skip_low_value_chunks: bool = Field(
+        True,
+        description="Ask nothing about chunks that are mostly numbers, references, a table of contents or boilerplate (cover page, copyright).",
+    )
+    generation_retries: int = Field(
+        2, ge=0, description="Ask a chunk with no usable question (or an LLM error) again, with another seed, up to this many times."
+    )
+    max_failed_share: float = Field(
+        0.5, ge=0, le=1,
+        description="Fail the run when more than this share of the chunks asked still has an LLM error or no question after the retries.",
+    )
+    round_trip_top_k: int = Field(
+        0, ge=0, description="Keep a training question only if the base model ranks its chunk in the top k of the train chunks (0: off)."
+    )
     prompt_template: str = Field(DEFAULT_PROMPT_TEMPLATE, description="Prompt with {context_str} and {num_questions_per_chunk}.")
 
     # --- training -------------------------------------------------------------
     epochs: int = Field(3, gt=0)
     batch_size: int = Field(8, gt=1, description="Pairs per batch; the other pairs of a batch are the negatives.")
-    learning_rate: float = Field(2e-5, gt=0)
+    learning_rate: float | None = Field(
+        None, gt=0, description="Default by model size: 2e-5 up to hidden size 384 (e5-small), 1e-5 up to 768 (BCE, base models), 5e-6 above."
+    )
     warmup_steps: int = Field(10, ge=0)
     max_seq_length: int | None = Field(None, gt=0, description="Truncate inputs to this many tokens (default: the model's).")
     loss_scale: float | None = Field(
@@ -134,8 +184,81 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- training recipe (issue 4; measured in bench/training_recipes.py) ---------
+    no_duplicate_batches: bool = Field(True, description="Never put the same text twice in a batch (it would be its own false negative).")
+    hard_negatives: int = Field(
+        1, ge=0, description="Hard negatives per pair, mined with the base model among the training chunks (0: off)."
+    )
+    hard_negative_skip_top: int = Field(
+        2, ge=0, description="Skip this many of the base model's top-ranked other chunks (likely near-duplicates of the positive)."
+    )
+    hard_negative_margin: float = Field(
+        0.02, ge=0, description="A negative must score at least this much (cosine) below the question's positive."
+    )
+    cached_loss: bool = Field(
+        False, description="CachedMultipleNegativesRankingLoss: batch_size negatives with the memory of mini_batch_size."
+    )
+    mini_batch_size: int = Field(8, gt=0, description="Texts per forward pass of the cached loss.")
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it, else fp16 on a GPU, never on CPU."
+    )
+    gradient_checkpointing: bool | None = Field(None, description="Trade compute for memory; default: on with a GPU.")
+    keep_best_checkpoint: bool = Field(
+        True, description="Evaluate on the validation set every epoch and keep the epoch with the best NDCG@10."
+    )
+    resume_training: bool = Field(
+        True, description="Continue from the last checkpoint of an interrupted run with the same settings and data."
+    )
+    interpolation_alphas: Annotated[list[float], NoDecode] = Field(
+        [0.5, 0.75],
+        description="Weights α tried for α·tuned + (1−α)·base (LM-Cocktail), besides 0 (base) and 1 (tuned); [] or 1: keep the tuned weights.",
+    )
+    alpha_guard_margin: float = Field(
+        0.5, ge=0, description="Most guard-set NDCG@10 points an α may lose against the base model."
+    )
+
     # --- evaluation -------------------------------------------------------------
     eval_batch_size: int = Field(32, gt=0)
+
+    # --- guard set and promotion (issue 4; see tasks/promotion.py, data/guard/) -----
+    guard_dataset: Path | None = Field(
+        Path("data/guard/guard_dataset.json"),
+        description="Human-question guard set evaluated next to the validation set ('none': no guard set).",
+    )
+    promotion_guard_margin: float = Field(
+        0.5, ge=0, description="Most guard-set NDCG@10 points a run may lose against the base model and be promoted."
+    )
+    promotion_min_gain: float = Field(
+        0.0, ge=0, description="NDCG@10 points a run must gain over the champion on the validation set, beyond a tie."
+    )
+
+    @field_validator("guard_dataset", mode="before")
+    @classmethod
+    def _no_guard(cls, value: Any) -> Any:
+        # The command line and BCE_GUARD_DATASET can only pass text: 'none' turns the guard set off.
+        if isinstance(value, (str, Path)) and str(value).strip().lower() in ("", ".", "none", "off"):
+            return None
+        return value
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, overlap: int, info: ValidationInfo) -> int:
+        # _check repeats this for assignments; here the error names the field (--chunk-overlap).
+        size = info.data.get("chunk_size")
+        if size is not None and overlap >= size:
+            raise ValueError(f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})")
+        return overlap
+
+    @field_validator("interpolation_alphas", mode="before")
+    @classmethod
+    def _alphas_from_text(cls, value: Any) -> Any:
+        # From the command line or BCE_INTERPOLATION_ALPHAS: "0.25,0.5,1" (or JSON "[0.5]").
+        if isinstance(value, (int, float)):
+            return [value]
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            return [float(v) for v in text.split(",") if v.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
@@ -143,6 +266,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
             )
+        if any(not 0 <= a <= 1 for a in self.interpolation_alphas):
+            raise ValueError(f"interpolation_alphas must lie in [0, 1], got {self.interpolation_alphas}")
         for name in ("context_str", "num_questions_per_chunk"):
             if "{" + name + "}" not in self.prompt_template:
                 raise ValueError(f"prompt_template must contain {{{name}}}")
@@ -168,12 +293,19 @@ class Settings(BaseSettings):
         return BUNDLED_QWEN if backend == "gguf" else GPU_LLM_ID
 
     def question_filters(self) -> dict[str, Any]:
-        """The filter settings (part of the datasets' cache key, not of the LLM cache's)."""
+        """The settings that decide which answers become questions (part of the datasets' cache key, not of the LLM cache's)."""
         return {
             "filter_non_questions": self.filter_non_questions,
             "max_copied_chars": self.max_copied_chars,
             "min_question_chars": self.min_question_chars,
             "max_question_chars": self.max_question_chars,
+            "filter_non_chinese": self.filter_non_chinese,
+            "filter_prompt_echo": self.filter_prompt_echo,
+            "filter_duplicates": self.filter_duplicates,
+            "skip_low_value_chunks": self.skip_low_value_chunks,
+            # Retries ask the LLM more (cached per attempt) and change which questions are kept.
+            "generation_retries": self.generation_retries,
+            "max_failed_share": self.max_failed_share,
         }
 
     def generation_fingerprint(self) -> dict[str, Any]:
@@ -198,3 +330,35 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if path.suffix.lower() == ".json":
         return json.loads(text)
     return tomllib.loads(text)
+
+
+# --- the PDF folder watcher (python -m flows.watch_pdfs) ------------------------------
+# Its own small model: these knobs belong to the long-running watcher, not to a
+# training run, so they stay out of the flow's parameter form. The folder it watches
+# and the default place of its state file come from Settings (pdf_dir, output_dir).
+
+
+class WatchSettings(BaseSettings):
+    """Knobs of the PDF folder watcher; env ``BCE_WATCH_<NAME>`` or its flags.
+
+    Example::
+
+        >>> WatchSettings(quiet_seconds=5).poll_seconds
+        2.0
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BCE_WATCH_", extra="forbid", validate_assignment=True)
+
+    quiet_seconds: float = Field(
+        30.0, ge=0, description="Announce only after the folder has not changed for this long (a burst of copies gives one run)."
+    )
+    poll_seconds: float = Field(2.0, gt=0, description="How often the folder is listed.")
+    source: str = Field(
+        "local",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the watched folder in the event's resource id bce.pdf-folder.<source>; deployment triggers match on it.",
+    )
+    event: str = Field("bce.pdfs.changed", description="Name of the Prefect event emitted for a change.")
+    state_file: Path | None = Field(
+        None, description="What was last announced (default: <output_dir>/work/pdf_watch_state.json)."
+    )

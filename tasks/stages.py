@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from tasks.fileio import read_jsonl, sha256_file, stable_hash, write_jsonl_atomic
@@ -52,6 +53,19 @@ def dir_fingerprint(path: Path) -> str:
     )
 
 
+def model_fingerprint(path: Path) -> str:
+    """Content hash of a model folder without its model card (README.md): the flow writes
+    the metrics into the card after evaluating, and the card does not change what the model
+    computes, so it must not invalidate cached evaluations or tell two copies apart."""
+    path = Path(path)
+    if not path.is_dir():
+        return "missing"
+    return stable_hash(
+        [(p.relative_to(path).as_posix(), file_fingerprint(p)) for p in sorted(path.rglob("*"))
+         if p.is_file() and p.relative_to(path).as_posix() != "README.md"]
+    )
+
+
 def _key(task_name: str, modules: tuple[str, ...], *inputs: Any) -> str:
     return stable_hash([task_name, source_hash(*modules), *inputs])
 
@@ -65,7 +79,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 # --- 1. documents ----------------------------------------------------------------------
 
-DOCUMENT_MODULES = ("tasks.documents", "tasks.text_cleaning", "tasks.stages")
+DOCUMENT_MODULES = ("tasks.documents", "tasks.text_cleaning", "tasks.text_quality", "tasks.stages")
 
 
 @dataclass
@@ -83,15 +97,20 @@ def _documents_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 
     pdf_dir = Path(params["pdf_dir"])
     files = [(p.relative_to(pdf_dir).as_posix(), sha256_file(p)) for p in find_pdfs(pdf_dir)]
-    return _key("read_documents", DOCUMENT_MODULES, str(Path(params["work_dir"]).resolve()), files)
+    garbage = [params.get("garbage_pdfs", "skip"), params.get("garbage_threshold", 0.3)]
+    return _key("read_documents", DOCUMENT_MODULES, str(Path(params["work_dir"]).resolve()), files, garbage)
 
 
 @task(name="read-documents", cache_key_fn=_documents_key, persist_result=True)
-def read_documents(pdf_dir: Path, work_dir: Path) -> DocumentsRecord:
+def read_documents(
+    pdf_dir: Path, work_dir: Path, garbage_pdfs: str = "skip", garbage_threshold: float = 0.3
+) -> DocumentsRecord:
     """Find, hash, extract and clean every PDF under ``pdf_dir``; skip the unreadable ones."""
     from tasks.documents import load_documents
 
-    result = load_documents(Path(pdf_dir), logger=_logger())
+    result = load_documents(
+        Path(pdf_dir), logger=_logger(), garbage_pdfs=garbage_pdfs, garbage_threshold=garbage_threshold
+    )
     out = Path(work_dir) / "documents.jsonl"
     write_jsonl_atomic(out, [d.to_dict() for d in result.documents])
     return DocumentsRecord(
@@ -202,10 +221,11 @@ def _questions_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     settings: Settings = params["settings"]
     return _key(
         "questions",
-        ("tasks.generation", "tasks.question_filters", "tasks.prompts", "tasks.qa_dataset"),
+        ("tasks.generation", "tasks.question_filters", "tasks.chunk_quality", "tasks.prompts", "tasks.qa_dataset"),
         file_fingerprint(params["chunks_path"]),
         settings.generation_fingerprint(),
         settings.question_filters(),
+        settings.val_corpus,
         str(Path(params["out_dir"]).resolve()),
     )
 
@@ -222,8 +242,15 @@ def generate(chunks_path: str, settings: Settings, out_dir: Path) -> QuestionsRe
     triples = [(q.qid, q.chunk_id, q.question) for q in result.questions]
     out_dir = Path(out_dir)
     datasets = {}
-    for name, chunks in (("train", train), ("val", val)):
-        ds = build_dataset({c.chunk_id: c.text for c in chunks}, triples)
+    # A RAG index holds every chunk: validation questions compete with the training chunks too,
+    # unless the user asks for LlamaIndex's val-only corpus (tiny and easy on small folders).
+    val_corpus = train + val if settings.val_corpus == "all" else val
+    for name, chunks, corpus_chunks in (("train", train, train), ("val", val, val_corpus)):
+        own_ids = {c.chunk_id for c in chunks}
+        ds = build_dataset(
+            {c.chunk_id: c.text for c in corpus_chunks},
+            [t for t in triples if t[1] in own_ids],
+        )
         ds.save(out_dir / f"{name}_dataset.json")
         datasets[name] = ds
     questions_path = out_dir / "work" / "questions.jsonl"
@@ -268,27 +295,82 @@ def prepare_base(settings: Settings) -> dict[str, Any]:
     return asdict(prepare_base_model(settings))
 
 
+# --- 5b. round trip (with --round-trip-top-k) ----------------------------------------------
+
+
+@dataclass
+class RoundTripRecord:
+    train_dataset: str
+    n_train_queries: int
+    report: dict[str, Any]
+
+
+def _round_trip_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    return _key(
+        "round_trip",
+        ("tasks.round_trip", "tasks.qa_dataset"),
+        dir_fingerprint(params["base_model_path"]),
+        file_fingerprint(params["train_dataset"]),
+        params["top_k"],
+        params["batch_size"],
+        str(Path(params["out_path"]).resolve()),
+    )
+
+
+@task(name="round-trip-filter", cache_key_fn=_round_trip_key, persist_result=True)
+def round_trip(base_model_path: str, train_dataset: str, top_k: int, batch_size: int, out_path: Path) -> RoundTripRecord:
+    """Keep the training questions whose own chunk the base model ranks in the top ``top_k``."""
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.qa_dataset import QADataset
+    from tasks.round_trip import round_trip_filter
+
+    kept, report = round_trip_filter(
+        QADataset.load(Path(train_dataset)), SentenceTransformer(base_model_path), top_k, batch_size
+    )
+    kept.save(Path(out_path))
+    return RoundTripRecord(str(out_path), len(kept.queries), report.to_dict())
+
+
 # --- 6. training ---------------------------------------------------------------------------
 
 
 def _train_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    from tasks.training import TRAINING_FIELDS
+
     s: Settings = params["settings"]
     return _key(
         "train",
         ("tasks.training", "tasks.base_model"),
         dir_fingerprint(params["base_model_path"]),
         file_fingerprint(params["train_dataset"]),
-        [s.epochs, s.batch_size, s.learning_rate, s.warmup_steps, s.max_seq_length, s.seed, s.loss_scale],
+        # The recipe's knobs (tasks.training.TRAINING_FIELDS) and the α choice; the guard and
+        # validation sets choose the checkpoint and α, so their content is part of the key.
+        [getattr(s, k) for k in TRAINING_FIELDS],
+        [s.interpolation_alphas, s.alpha_guard_margin],
+        [file_fingerprint(p) if p else None for p in (params.get("val_dataset"), params.get("guard_dataset"))],
         str(Path(params["model_dir"]).resolve()),
     )
 
 
 @task(name="fine-tune", cache_key_fn=_train_key, persist_result=True)
-def train(base_model_path: str, train_dataset: str, model_dir: Path, settings: Settings) -> dict[str, Any]:
-    """Fine-tune the base model on the training pairs; the model is saved atomically."""
+def train(
+    base_model_path: str,
+    train_dataset: str,
+    model_dir: Path,
+    settings: Settings,
+    val_dataset: str | None = None,
+    guard_dataset: str | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the base model on the training pairs (best epoch on ``val_dataset``, α on it
+    and ``guard_dataset``); the model is saved atomically."""
     from tasks.training import train_model
 
-    result = train_model(base_model_path, Path(train_dataset), Path(model_dir), settings)
+    result = train_model(
+        base_model_path, Path(train_dataset), Path(model_dir), settings,
+        val_dataset=Path(val_dataset) if val_dataset else None,
+        guard_dataset=Path(guard_dataset) if guard_dataset else None,
+    )
     return asdict(result)
 
 
@@ -299,7 +381,7 @@ def _evaluate_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     return _key(
         "evaluate",
         ("tasks.evaluation",),
-        dir_fingerprint(params["model_path"]),
+        model_fingerprint(params["model_path"]),
         file_fingerprint(params["dataset"]),
         params["batch_size"],
     )
@@ -311,3 +393,24 @@ def evaluate(model_path: str, dataset: str, batch_size: int) -> dict[str, float]
     from tasks.evaluation import evaluate_model
 
     return evaluate_model(model_path, Path(dataset), batch_size=batch_size)
+
+
+# --- 8. registry and promotion (issue 4) ------------------------------------------------------
+
+
+@task(name="register-and-promote", cache_policy=NO_CACHE)
+def register_and_promote(
+    output_dir: Path, run_id: str, model_dir: Path, fingerprint: str, promote: bool, record: dict[str, Any]
+) -> dict[str, Any]:
+    """Keep the run's model under ``runs/<run_id>/`` (unless that model is registered already)
+    and, if ``promote``, point ``current.json``/``current`` at it. Never cached: it acts on the
+    registry as it is now."""
+    from tasks.registry import find_run, register_run, run_dir, set_champion
+
+    created = find_run(Path(output_dir), fingerprint) is None
+    if created:
+        register_run(Path(output_dir), run_id, Path(model_dir), fingerprint, files={}, record=record)
+    if promote:
+        set_champion(Path(output_dir), run_id, {"promoted_at": record.get("created_at"), **record.get("scores", {})})
+        _logger().info("promoted run %s: %s", run_id, run_dir(Path(output_dir), run_id) / "model")
+    return {"run_id": run_id, "created": created, "promoted": promote}

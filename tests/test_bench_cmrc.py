@@ -260,3 +260,27 @@ def test_bench_runs_end_to_end_with_the_extractive_writer(cmrc_passages, tmp_pat
     again = json.loads((tmp_path / "out2" / "results.json").read_text(encoding="utf-8"))
     assert again["generation"]["requests_sent"] == 0
     assert again["generation"]["cache_hits"] == data["train_chunks"]
+
+
+def test_unfiltered_rows_use_the_same_answers_with_every_filter_off(tmp_path: Path) -> None:
+    from tasks.records import Chunk
+
+    args = bench.build_parser().parse_args(
+        ["--llm-backend", "extractive", "--cache-dir", str(tmp_path), "--generation-retries", "0",
+         "--round-trip-top-k", "0", "--round-trip-top-k", "3", "--unfiltered"]
+    )
+    assert args.round_trip_top_k == [0, 3] and args.unfiltered
+    settings = bench.base_settings(args)
+    assert settings.generation_retries == 0 and settings.max_copied_chars == 15
+    loose = bench.unfiltered_settings(settings)
+    assert loose.generation_fingerprint() == settings.generation_fingerprint()  # the same cached answers
+    assert not (loose.filter_non_questions or loose.max_copied_chars or loose.filter_non_chinese
+                or loose.filter_prompt_echo or loose.filter_duplicates or loose.skip_low_value_chunks)
+
+    from tasks.llm.extractive_backend import ExtractiveWriter
+
+    # The extractive writer copies up to 20 characters of its chunk: the filter drops it, unfiltered keeps it.
+    chunks = [Chunk("c1", "d", "d", 1, "尤金袋鼠分布在澳洲南部岛屿及西岸地区以小群生活夜间出来觅食。")]
+    filtered, _ = bench.synthetic_train_dataset(chunks, settings, ExtractiveWriter.from_settings, show_progress=False)
+    raw, _ = bench.synthetic_train_dataset(chunks, loose, lambda _: pytest.fail("asked again"), show_progress=False)
+    assert len(filtered.pairs()) == 0 and len(raw.pairs()) == 1

@@ -331,3 +331,183 @@ def test_no_pdfs_at_all(tmp_path: Path) -> None:
         load_documents(tmp_path)
     assert str(tmp_path) in str(info.value)
     assert info.value.n_files == 0
+
+
+# --- issue 6: more bad inputs ---------------------------------------------------------
+# Every file is built here: a broken font encoding is simulated by giving fpdf2's font a
+# /ToUnicode map whose targets are replacement characters, NUL or private-use code points.
+
+from pypdf.generic import DecodedStreamObject, NameObject  # noqa: E402
+
+from tasks.documents import GARBLED_REASON, HINT_GARBLED, HINT_OCR, display_name  # noqa: E402
+from tasks.fileio import write_jsonl_atomic  # noqa: E402
+
+
+def with_broken_tounicode(data: bytes, target: "callable") -> bytes:
+    """The same PDF, its fonts' text mapped by ``target(i, code)`` to other code points."""
+    writer = pypdf.PdfWriter(clone_from=io.BytesIO(data))
+    codes = list(range(0x20, 0x7F))
+    cmap = [
+        "/CIDInit /ProcSet findresource begin", "12 dict begin", "begincmap",
+        "1 begincodespacerange", "<00> <FF>", "endcodespacerange", f"{len(codes)} beginbfchar",
+        *(f"<{c:02X}> <{target(i, c):04X}>" for i, c in enumerate(codes)),
+        "endbfchar", "endcmap", "CMapName currentdict /CMap defineresource pop", "end", "end",
+    ]
+    stream = DecodedStreamObject()
+    stream.set_data("\n".join(cmap).encode())
+    ref = writer._add_object(stream)
+    for page in writer.pages:
+        for font in page["/Resources"]["/Font"].values():
+            font.get_object()[NameObject("/ToUnicode")] = ref
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+BROKEN_MAPS = {
+    "replacement": lambda i, c: 0xFFFD,
+    "private-use": lambda i, c: 0xE000 + i,
+    "nul": lambda i, c: 0x0000,
+    "mixed": lambda i, c: (0xFFFD, 0xE000 + i, 0x0000)[i % 3],
+}
+
+
+def mojibake_pdf() -> bytes:
+    # Chinese UTF-8 bytes shown as Latin-1: what a PDF made by a tool with the wrong code page holds.
+    text = "光合作用是植物利用光能合成有机物的过程。尤金袋鼠分布在澳洲南部岛屿。".encode().decode("latin-1")
+    printable = "".join(c for c in text if not "\x80" <= c <= "\x9f")  # fpdf2 cannot draw C1 controls
+    return latin_pdf([printable * 4])
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_MAPS))
+def test_garbled_text_is_skipped_with_counts_and_a_hint(tmp_path: Path, kind: str) -> None:
+    path = write(tmp_path, "garbled.pdf", with_broken_tounicode(latin_pdf([LOREM * 2]), BROKEN_MAPS[kind]))
+    with pytest.raises(PdfReadError) as info:
+        read_pdf(path)
+    assert info.value.reason.startswith(f"{GARBLED_REASON}: 100% of ")
+    assert info.value.hint == HINT_GARBLED and "OCR" in info.value.hint and "garbage_pdfs" in info.value.hint
+
+
+def test_mojibake_is_garbled(tmp_path: Path) -> None:
+    path = write(tmp_path, "mojibake.pdf", mojibake_pdf())
+    with pytest.raises(PdfReadError, match="mojibake"):
+        read_pdf(path)
+
+
+def test_garbled_pdf_kept_when_asked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "garbled.pdf", with_broken_tounicode(latin_pdf([LOREM]), BROKEN_MAPS["private-use"]))
+    with caplog.at_level(logging.WARNING):
+        texts, n_pages = read_pdf(path, garbage_pdfs="keep")
+    assert n_pages == 1 and texts[0] and set(texts[0]) - set(" \n") <= {chr(0xE000 + i) for i in range(95)}
+    assert any("garbled.pdf" in r.message and "kept because garbage_pdfs is 'keep'" in r.message for r in caplog.records)
+
+
+def test_garbage_threshold_decides(tmp_path: Path) -> None:
+    # One page of three is garbage: a third of the characters are unreadable.
+    good = latin_pdf([LOREM, LOREM])
+    bad = with_broken_tounicode(latin_pdf([LOREM]), BROKEN_MAPS["replacement"])
+    writer = pypdf.PdfWriter(clone_from=io.BytesIO(good))
+    writer.append(io.BytesIO(bad))
+    out = io.BytesIO()
+    writer.write(out)
+    path = write(tmp_path, "partly.pdf", out.getvalue())
+    texts, _ = read_pdf(path, garbage_threshold=0.5)
+    assert "Retrieval models" in texts[0] and "\ufffd" in texts[2]
+    with pytest.raises(PdfReadError, match=r"^unreadable text: 3\d% of "):
+        read_pdf(path, garbage_threshold=0.2)
+
+
+def test_scanned_pdf_with_an_image_and_no_text_layer(tmp_path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    page = Image.new("L", (600, 300), 255)
+    ImageDraw.Draw(page).text((20, 20), "This page is a picture of text.", fill=0)
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.image(page, x=10, y=10, w=190)
+    path = write(tmp_path, "scan.pdf", bytes(pdf.output()))
+    with pytest.raises(PdfReadError) as info:
+        read_pdf(path)
+    assert info.value.reason == NO_TEXT_REASON and info.value.hint == HINT_OCR and "ocrmypdf" in info.value.hint
+
+
+def test_every_skip_reason_comes_with_a_hint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = latin_pdf([LOREM])
+    write(tmp_path, "good.pdf", good)
+    bad = {
+        "empty.pdf": b"",
+        "half.pdf": truncated((SAMPLE_DIR / "sample_02.pdf").read_bytes()),
+        "word.pdf": b"PK\x03\x04" + b"\x00" * 40,
+        "locked.pdf": encrypted_pdf(good, user_password="secret"),
+        "scan.pdf": blank_pdf(),
+        "garbled.pdf": with_broken_tounicode(latin_pdf([LOREM]), BROKEN_MAPS["mixed"]),
+        "copy of scan.pdf": blank_pdf(),
+    }
+    for name, data in bad.items():
+        write(tmp_path, name, data)
+    with caplog.at_level(logging.WARNING):
+        result = load_documents(tmp_path)
+    assert [d.source for d in result.documents] == ["good.pdf"]
+    by_source = {s.source: s for s in result.skipped}
+    assert set(by_source) == set(bad)
+    assert by_source["locked.pdf"].hint.startswith("remove the password")
+    assert by_source["copy of scan.pdf"].hint == by_source["scan.pdf"].hint == HINT_OCR
+    for s in result.skipped:
+        assert s.reason and s.hint, s
+        # Exactly one log line per bad file, naming it, the reason and the hint.
+        lines = [r.message for r in caplog.records if r.levelno == logging.WARNING and r.message.startswith(f"skipping {s.source}:")]
+        assert lines == [f"skipping {s.source}: {s.reason} — {s.hint}"], s.source
+
+
+def test_garbled_pdfs_setting_reaches_load_documents(tmp_path: Path) -> None:
+    write(tmp_path, "good.pdf", latin_pdf([LOREM]))
+    write(tmp_path, "garbled.pdf", with_broken_tounicode(latin_pdf([LOREM]), BROKEN_MAPS["replacement"]))
+    assert [d.source for d in load_documents(tmp_path).documents] == ["good.pdf"]
+    kept = load_documents(tmp_path, garbage_pdfs="keep")
+    assert [d.source for d in kept.documents] == ["garbled.pdf", "good.pdf"] and kept.skipped == []
+
+
+def test_file_names_with_spaces_chinese_and_odd_bytes(tmp_path: Path) -> None:
+    data = (SAMPLE_DIR / "sample_01.pdf").read_bytes()
+    odd = os.fsdecode(b"caf\xe9 \xff\xfe scan.pdf")  # Latin-1 bytes, not UTF-8
+    write(tmp_path, "年度 报告 2024.pdf", data)
+    write(tmp_path, odd, latin_pdf([LOREM]))
+    write(tmp_path, os.fsdecode(b"sub \xc3\x28/empty.pdf"), b"")
+    result = load_documents(tmp_path)
+    sources = sorted(d.source for d in result.documents)
+    assert sources == ["caf\\xe9 \\xff\\xfe scan.pdf", "年度 报告 2024.pdf"]
+    assert [s.source for s in result.skipped] == ["sub \\xc3(/empty.pdf"]
+    # The names survive every output: UTF-8 JSON, as the documents stage writes it.
+    out = tmp_path / "documents.jsonl"
+    write_jsonl_atomic(out, [d.to_dict() for d in result.documents] + [s.__dict__ for s in result.skipped])
+    assert "caf\\\\xe9" in out.read_text(encoding="utf-8")
+    assert display_name("普通 名字.pdf") == "普通 名字.pdf"
+
+
+def test_large_pdf_is_read_page_by_page_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    # 80 pages, each with its own incompressible 300x300 image (90 kB) and a paragraph:
+    # about 7 MB, nearly all of it images that text extraction never needs.
+    from PIL import Image
+
+    pdf = FPDF()
+    pdf.set_auto_page_break(False)
+    pdf.set_font("helvetica", size=10)
+    for number in range(80):
+        pdf.add_page()
+        pdf.image(Image.frombytes("L", (300, 300), os.urandom(90_000)), x=10, y=120, w=80)
+        pdf.multi_cell(0, 5, f"Page {number}. {LOREM}")
+    path = write(tmp_path, "big.pdf", bytes(pdf.output()))
+    size = path.stat().st_size
+    assert size > 7_000_000
+
+    tracemalloc.start()
+    try:
+        texts, n_pages = read_pdf(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n_pages == 80 and all(t.startswith(f"Page {i}.") for i, t in enumerate(texts))
+    # Reading the whole file, or keeping every parsed page, needs at least the file's size.
+    assert peak < size / 4, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB file"

@@ -90,13 +90,22 @@ def test_outputs_follow_the_contract(two_runs):
             assert qid in ds["queries"] and all(d in ds["corpus"] for d in docs)
     train = json.loads((out / "train_dataset.json").read_text())
     val = json.loads((out / "val_dataset.json").read_text())
-    assert not set(train["corpus"]) & set(val["corpus"]), "a chunk is on both sides of the split"
+    val_answers = {d for docs in val["relevant_docs"].values() for d in docs}
+    assert not set(train["corpus"]) & val_answers, "a chunk is on both sides of the split"
+    # The default val corpus is the whole index: training chunks are distractors too.
+    assert set(train["corpus"]) <= set(val["corpus"])
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"base", "finetuned"}
-    for side in metrics.values():
+    # Validation set: "base"/"finetuned" ("champion" too once another run was promoted);
+    # the shipped guard set under "guard" with the same labels.
+    assert set(metrics) == {"base", "finetuned", "guard"}
+    assert set(metrics["guard"]) == {"base", "finetuned"}
+    for side in (metrics["base"], metrics["finetuned"], *metrics["guard"].values()):
         for key in CONTRACT_METRICS:
             assert 0.0 <= side[key] <= 1.0, key
+    assert (out / "metrics.png").read_bytes().startswith(b"\x89PNG")
+    # Every distinct model is kept under runs/; an unchanged rerun adds no run.
+    assert len([p for p in (out / "runs").iterdir() if not p.name.startswith(".")]) == 1
 
     assert "| " in (out / "report.md").read_text()
     assert "Output folder:" in first.stdout

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tasks.generation import generate_questions
 from tasks.generation_cache import GenerationCache
 from tasks.records import Chunk
@@ -27,8 +29,11 @@ class CountingWriter:
                 raise ConnectionError("LLM went away")
             self.requests_sent += 1
             self.prompts.append(p)
-            topic = re.search(r"(\S{1,2}内容第\d+段)", p).group(1)
-            out.append(next((a for k, a in self.answers.items() if k in p), f"1. {topic}讲的是什么事？"))
+            answer = next((a for k, a in self.answers.items() if k in p), None)
+            if answer is None:
+                topic = re.search(r"(\S{1,2}内容第\d+段)", p).group(1)
+                answer = f"1. {topic}讲的是什么事？"
+            out.append(answer)
             if on_progress:
                 on_progress(1)
         return out
@@ -71,22 +76,170 @@ def test_changed_prompt_settings_do_not_reuse_answers(tmp_path):
     assert w.requests_sent == 3
 
 
+class Killed(BaseException):
+    """A kill -9 stand-in: not an Exception, so nothing may catch it as an LLM failure."""
+
+
+class DyingWriter(CountingWriter):
+    def complete(self, prompts, on_progress=None):
+        if self.requests_sent + len(prompts) > 6:
+            raise Killed()
+        return super().complete(prompts, on_progress)
+
+
 def test_a_crash_keeps_the_finished_batches(tmp_path):
     s = _settings(tmp_path, llm_concurrency=1)  # openai batches are 4 prompts
-    try:
-        generate_questions(_chunks(10), s, lambda _: CountingWriter(fail_after=6), show_progress=False)
-    except ConnectionError:
-        pass
+    with pytest.raises(Killed):
+        generate_questions(_chunks(10), s, lambda _: DyingWriter(), show_progress=False)
     w = CountingWriter()
     r = generate_questions(_chunks(10), s, lambda _: w, show_progress=False)
     assert r.stats.cache_hits == 4 and w.requests_sent == 6
 
 
-def test_unparseable_answers_are_dropped_and_counted(tmp_path):
+def test_unparseable_answers_are_dropped_counted_and_asked_again_with_another_seed(tmp_path):
     w = CountingWriter(answers={"内容第1段": "", "内容第2段": "<think>嗯</think>"})
-    r = generate_questions(_chunks(4), _settings(tmp_path), lambda _: w, show_progress=False)
+    seeds = []
+    r = generate_questions(_chunks(4), _settings(tmp_path, max_failed_share=0.5),
+                           lambda s: seeds.append(s.seed) or w, show_progress=False)
     assert r.stats.questions_kept == 2
-    assert sum(r.stats.dropped.values()) == 2
+    assert seeds == [42, 43, 44]  # a writer per attempt, each with its own seed
+    assert r.stats.requests_sent == 4 + 2 + 2 == w.requests_sent
+    assert r.stats.retried_chunks == 2 and r.stats.recovered_by_retry == 0
+    assert r.stats.dropped == {"no question in the answer": 6}  # 2 chunks x 3 attempts
+    assert r.stats.failed_chunks == 2
+    assert {f["chunk_id"]: f["reason"] for f in r.stats.chunks_without_question} == {
+        "段落1": "no question in the answer", "段落2": "no question in the answer"}
+    assert r.stats.examples["no question in the answer"][0]["chunk_id"] in {"段落1", "段落2"}
+
+    # No retries when a new seed cannot change the answer (greedy sampling).
+    w0 = CountingWriter(answers={"内容第1段": ""})
+    r0 = generate_questions(_chunks(4), _settings(tmp_path / "greedy", llm_temperature=0.0),
+                            lambda _: w0, show_progress=False)
+    assert w0.requests_sent == 4 and r0.stats.retried_chunks == 0
+
+
+class SeededWriter(CountingWriter):
+    """Answers chunk 1 with a statement under seed 42 and with a question under any other seed."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def complete(self, prompts, on_progress=None):
+        out = super().complete(prompts, on_progress)
+        return ["它讲了一件事。" if "内容第1段" in p and self.seed == 42 else a for p, a in zip(prompts, out)]
+
+
+def test_a_retry_with_another_seed_recovers_the_chunk_and_reruns_are_cache_hits(tmp_path):
+    s = _settings(tmp_path)
+    writers = []
+
+    def factory(settings):
+        writers.append(SeededWriter(settings.seed))
+        return writers[-1]
+
+    r = generate_questions(_chunks(4), s, factory, show_progress=False)
+    assert [w.seed for w in writers] == [42, 43] and [w.requests_sent for w in writers] == [4, 1]
+    assert sorted(q.chunk_id for q in r.questions) == ["段落0", "段落1", "段落2", "段落3"]
+    assert r.stats.recovered_by_retry == 1 and r.stats.failed_chunks == 0
+    assert r.stats.dropped == {"not a question": 1}
+
+    # The retry's answer has its own cache entry: a rerun asks nothing and keeps the same questions.
+    again = generate_questions(_chunks(4), s, lambda _: pytest.fail("the LLM was asked"), show_progress=False)
+    assert again.stats.requests_sent == 0 and again.stats.cache_hits == 4 + 1
+    assert [(q.qid, q.question) for q in again.questions] == [(q.qid, q.question) for q in r.questions]
+    # ... and attempt 0 still uses the plain fingerprint: older caches stay valid.
+    assert len(GenerationCache(tmp_path / "cache", s.generation_fingerprint())) == 4
+
+
+class FlakyWriter(CountingWriter):
+    """Fails every batch that holds chunk 5 (a prompt the model cannot take)."""
+
+    def complete(self, prompts, on_progress=None):
+        if any("内容第5段" in p for p in prompts):
+            raise ConnectionError("server answered 500")
+        return super().complete(prompts, on_progress)
+
+
+def test_llm_errors_are_retried_alone_recorded_and_fail_the_run_only_above_the_share(tmp_path):
+    from tasks.generation import GenerationFailedError
+
+    s = _settings(tmp_path, llm_concurrency=1)  # batches of 4: chunks 4-7 fail together at first
+    r = generate_questions(_chunks(10), s, lambda _: FlakyWriter(), show_progress=False)
+    # The retry asks the failed batch one by one: only chunk 5 fails for good.
+    assert sorted(q.chunk_id for q in r.questions) == [f"段落{i}" for i in range(10) if i != 5]
+    assert r.stats.failed_chunks == 1
+    [failure] = r.stats.chunks_without_question
+    assert failure["chunk_id"] == "段落5" and failure["source"] == "d.pdf"
+    assert failure["reason"] == "LLM error: ConnectionError: server answered 500"
+
+    # Above the share: a clear error naming the chunk, after caching every answer received.
+    with pytest.raises(GenerationFailedError, match=r"1 of 10 chunks .*max_failed_share 0.05.*段落5.*500"):
+        generate_questions(_chunks(10), _settings(tmp_path, llm_concurrency=1, max_failed_share=0.05),
+                           lambda _: FlakyWriter(), show_progress=False)
+
+
+def test_an_llm_that_is_down_stops_the_run_after_a_few_batches(tmp_path):
+    from tasks.generation import MAX_FAILED_BATCHES_IN_A_ROW, GenerationFailedError
+
+    w = CountingWriter(fail_after=0)
+    with pytest.raises(GenerationFailedError, match="failed 3 batches in a row.*LLM went away.*cached"):
+        generate_questions(_chunks(40), _settings(tmp_path, llm_concurrency=1), lambda _: w, show_progress=False)
+    assert MAX_FAILED_BATCHES_IN_A_ROW == 3 and w.requests_sent == 0
+
+
+def test_chunks_not_worth_a_question_are_not_asked_and_counted(tmp_path):
+    toc = Chunk("目录", "d", "d.pdf", 2, "目 录\n第一章 绪论 ........ 1\n第二章 方法 ........ 5\n第三章 实验 ........ 9")
+    refs = Chunk("文献", "d", "d.pdf", 9, "[1] 张三. 检索增强生成综述[J]. 计算机学报, 2023.\n"
+                                          "[2] 李四. 向量数据库[M]. 北京: 科学出版社, 2021.\n[3] 王五. 语义检索[D]. 北京大学, 2020.")
+    chunks = _chunks(3) + [toc, refs]
+    w = CountingWriter()
+    r = generate_questions(chunks, _settings(tmp_path), lambda _: w, show_progress=False)
+    assert w.requests_sent == 3 and all("目 录" not in p and "[J]" not in p for p in w.prompts)
+    assert r.stats.chunks_skipped == {"table of contents": 1, "references": 1}
+    assert r.stats.chunks_asked == 3 and r.stats.chunks == 5 and len(r.questions) == 3
+    assert r.stats.examples["table of contents"][0]["chunk_id"] == "目录"
+
+    # Turned off, they are asked like any chunk.
+    w2 = CountingWriter(answers={"目 录": "第一章在第几页？", "[J]": "张三的综述发表在哪里？"})
+    r2 = generate_questions(chunks, _settings(tmp_path, skip_low_value_chunks=False), lambda _: w2, show_progress=False)
+    assert w2.requests_sent == 2 and r2.stats.chunks_skipped == {} and len(r2.questions) == 5
+
+
+def test_several_questions_per_chunk_are_asked_in_one_prompt_and_deduplicated(tmp_path):
+    chunks = _chunks(3)
+    w = CountingWriter(answers={
+        "内容第0段": "1. 第0段讲了什么事？\n2. 第0段讲了什么事？\n3. 这件事发生在哪里？",  # a repeat inside the answer
+        "内容第1段": "1. 这件事发生在哪里？\n2. 第1段的主角是谁？\n3. 第1段为什么重要？",  # one repeats chunk 0
+        "内容第2段": "第2段讲了什么事？\n第2段的事有什么结果？\n第2段的事何时发生？\n第2段多长？",  # one too many
+    })
+    s = _settings(tmp_path, questions_per_chunk=3)
+    r = generate_questions(chunks, s, lambda _: w, show_progress=False)
+    assert w.requests_sent == 3 and all("出3个问题" in p for p in w.prompts)
+    by_chunk = {}
+    for q in r.questions:
+        by_chunk.setdefault(q.chunk_id, []).append(q.question)
+    assert by_chunk == {
+        "段落0": ["第0段讲了什么事？", "这件事发生在哪里？"],
+        "段落1": ["第1段的主角是谁？", "第1段为什么重要？"],
+        "段落2": ["第2段讲了什么事？", "第2段的事有什么结果？", "第2段的事何时发生？"],
+    }
+    assert r.stats.dropped == {"duplicate of another question": 1}
+    assert len({q.qid for q in r.questions}) == 7
+
+    # Into the datasets: several queries point at the same chunk.
+    from tasks.qa_dataset import build_dataset
+
+    ds = build_dataset({c.chunk_id: c.text for c in chunks}, [(q.qid, q.chunk_id, q.question) for q in r.questions])
+    assert len(ds.pairs()) == 7 and sum(v == ["段落2"] for v in ds.relevant_docs.values()) == 3
+
+    # The extractive writer honours the count too (the flow's smoke backend).
+    from tasks.llm.extractive_backend import ExtractiveWriter
+
+    long = [Chunk("长", "d", "d.pdf", 1, "水在一百摄氏度时沸腾。冰在零摄氏度时融化。铁在高温下会熔化成液体。")]
+    rx = generate_questions(long, Settings(cache_dir=tmp_path / "x", llm_backend="extractive", questions_per_chunk=3,
+                                           max_copied_chars=0), ExtractiveWriter.from_settings, show_progress=False)
+    assert len(rx.questions) == 3
 
 
 def test_torn_cache_line_is_ignored_and_does_not_eat_the_next(tmp_path):
@@ -112,8 +265,8 @@ def test_questions_that_repeat_the_prompts_example_are_dropped(tmp_path):
     assert not echoes_template("植物通过什么过程把二氧化碳变成有机物？", T, "植物通过什么过程把二氧化碳变成有机物，是本段的主题。")
 
     w = CountingWriter(answers={"内容第1段": "植物通过什么过程把二氧化碳和水变成有机物？"})
-    r = generate_questions(_chunks(3), Settings(cache_dir=tmp_path, llm_backend="openai"), lambda _: w,
-                           show_progress=False)
+    r = generate_questions(_chunks(3), Settings(cache_dir=tmp_path, llm_backend="openai", generation_retries=0),
+                           lambda _: w, show_progress=False)
     assert r.stats.questions_kept == 2
     assert r.stats.dropped == {"repeats the prompt's example": 1}
 
@@ -127,16 +280,38 @@ def test_filters_drop_non_questions_copies_and_duplicates_and_count_them(tmp_pat
         "内容第3段": "这件事是什么？",
         "内容第4段": "这件事是什么？",  # same question as chunk 3
     })
-    s = _settings(tmp_path, max_copied_chars=10)
+    s = _settings(tmp_path, max_copied_chars=10, generation_retries=0)  # the retries have their own test
     r = generate_questions(chunks, s, lambda _: w, show_progress=False)
     assert [q.chunk_id for q in r.questions] == ["段落0", "段落3"]
     assert r.stats.dropped == {"not a question": 1, "copies the chunk": 1, "duplicate of another question": 1}
 
+    assert r.stats.examples["copies the chunk"] == [{"chunk_id": "段落2", "text": f"为什么{chunks[2].text[:12]}？"}]
+
     # Filters apply after the cache: turning them off asks the LLM nothing and keeps more.
     made = []
-    loose = _settings(tmp_path, filter_non_questions=False, max_copied_chars=0)
+    loose = _settings(tmp_path, filter_non_questions=False, max_copied_chars=0, generation_retries=0)
     r2 = generate_questions(chunks, loose, lambda _: made.append(1), show_progress=False)
     assert made == [] and len(r2.questions) == 4
+    r3 = generate_questions(chunks, _settings(tmp_path, max_copied_chars=10, filter_duplicates=False, generation_retries=0),
+                            lambda _: made.append(1), show_progress=False)
+    assert made == [] and [q.chunk_id for q in r3.questions] == ["段落0", "段落3", "段落4"]
+
+
+def test_english_questions_about_chinese_chunks_are_dropped(tmp_path):
+    from tasks.question_filters import NOT_CHINESE, drop_reason
+
+    s = Settings()
+    zh = "检索增强生成（RAG）先用BM25或向量检索找到相关段落，再让模型作答。"
+    assert drop_reason("What does RAG retrieve first?", zh, s) == NOT_CHINESE
+    assert drop_reason("RAG先用什么方法检索？", zh, s) is None
+    assert drop_reason("BM25和向量检索有什么不同？", zh, s) is None
+    # An English chunk may get an English question.
+    assert drop_reason("What does BM25 rank?", "BM25 ranks documents by term frequency and length.", s) is None
+    assert drop_reason("What does RAG retrieve first?", zh, Settings(filter_non_chinese=False)) is None
+
+    w = CountingWriter(answers={"内容第1段": "What is this paragraph about?"})
+    r = generate_questions(_chunks(3), _settings(tmp_path, generation_retries=0), lambda _: w, show_progress=False)
+    assert r.stats.dropped == {NOT_CHINESE: 1} and len(r.questions) == 2
 
 
 def test_longest_common_run():

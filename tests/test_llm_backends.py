@@ -358,42 +358,7 @@ def test_gguf_missing_llama_cpp_says_how_to_build_it(tmp_path, monkeypatch):
         GGUFWriter(model).complete(["p"])
 
 
-def test_gguf_uses_chat_completion_once_per_prompt(tmp_path, monkeypatch):
-    from tasks.llm.gguf_backend import GGUFWriter
-
-    calls = {"init": [], "chat": []}
-
-    class Llama:
-        def __init__(self, **kwargs):
-            calls["init"].append(kwargs)
-
-        def create_chat_completion(self, **kwargs):
-            calls["chat"].append(kwargs)
-            content = kwargs["messages"][0]["content"]
-            if content == "too long":
-                raise ValueError("Requested tokens (5000) exceed context window of 2048")
-            return {"choices": [{"message": {"role": "assistant", "content": "问：" + content}}]}
-
-        def close(self):
-            calls["closed"] = True
-
-    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=Llama))
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF")
-    settings = Settings(llm_backend="gguf", llm_model=str(model), llm_threads=3, seed=5, llm_max_tokens=40)
-    progress = []
-    with make_writer(settings) as writer:
-        assert writer.complete(["a", "b"], on_progress=progress.append) == ["问：a", "问：b"]
-        assert writer.complete(["c"]) == ["问：c"]
-        with pytest.raises(LLMError, match="llm_context"):
-            writer.complete(["too long"])
-    assert len(calls["init"]) == 1  # loaded once per writer
-    init = calls["init"][0]
-    assert init["n_threads"] == 3 and init["seed"] == 5 and init["verbose"] is False and init["n_ctx"] == 2048
-    assert all(c["seed"] == 5 and c["max_tokens"] == 40 for c in calls["chat"])
-    assert progress == [1, 1]
-    assert writer.requests_sent == 4
-    assert calls.get("closed") is True
+# The batched gguf writer's own tests (batching, prefix, early stop): tests/test_gguf_backend.py.
 
 
 def _bundled_model_available() -> bool:

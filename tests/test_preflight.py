@@ -62,3 +62,61 @@ def test_output_path_that_is_a_file(tmp_path):
     f.write_text("x")
     with pytest.raises(PreflightError, match="is a file"):
         check_settings(_ok(tmp_path, output_dir=f / "out"))
+
+
+# --- issue 6 ----------------------------------------------------------------------------
+
+
+def test_unwritable_output_even_as_root(tmp_path, monkeypatch):
+    # os.access answers True for root, so the refusal is simulated where the check asks.
+    import tasks.preflight as preflight
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(preflight.os, "access", lambda p, mode: False if os.fspath(p) == str(ro) else real(p, mode))
+    with pytest.raises(PreflightError) as e:
+        check_settings(_ok(tmp_path, output_dir=ro / "run1"))
+    assert str(e.value) == f"--output-dir: cannot write to {ro}; choose a folder you can write to"
+
+
+def test_missing_base_model_names_the_flag_the_path_and_the_fix(tmp_path):
+    missing = tmp_path / "models" / "bce-embedding-base_v1"
+    with pytest.raises(PreflightError) as e:
+        check_settings(_ok(tmp_path, base_model=str(missing)))
+    message = str(e.value)
+    assert message.startswith(f"--base-model: the path {missing} does not exist")
+    assert "bundled:multilingual-e5-small" in message
+
+
+@pytest.mark.parametrize(
+    "n_train_chunks, n_val_chunks, batch_size, message",
+    [
+        (10, 0, 8, "the validation split has no chunks: add PDFs or raise --val-ratio"),
+        (3, 2, 8, "3 training chunks give at most 3 pairs, fewer than --batch-size 8"),
+    ],
+)
+def test_unusable_chunks_fail_before_generation(n_train_chunks, n_val_chunks, batch_size, message):
+    from flows.finetune_bce import UnusableDataError, check_usable
+    from tasks.errors import PipelineError
+    from tasks.stages import ChunksRecord
+
+    chunks = ChunksRecord("chunks.jsonl", n_train_chunks, n_val_chunks, "document")
+    with pytest.raises(UnusableDataError, match=message) as e:
+        check_usable(chunks, Settings(batch_size=batch_size))
+    assert isinstance(e.value, PipelineError)  # printed without a traceback by the CLI
+
+
+@pytest.mark.parametrize(
+    "n_train, n_val, message",
+    [
+        (20, 0, "no validation question was kept"),
+        (5, 4, "5 training questions were kept, fewer than --batch-size 8"),
+    ],
+)
+def test_unusable_datasets_fail_before_training(n_train, n_val, message):
+    from flows.finetune_bce import UnusableDataError, check_datasets
+
+    with pytest.raises(UnusableDataError, match=message):
+        check_datasets(n_train, n_val, Settings(batch_size=8))
+    check_datasets(8, 1, Settings(batch_size=8))

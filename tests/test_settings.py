@@ -75,3 +75,52 @@ def test_the_flow_parameter_is_the_settings_form():
     form = schema["definitions"]["Settings"]["properties"]
     assert set(Settings.model_fields) == set(form)
     assert form["llm_backend"]["anyOf"][0]["enum"] == ["gguf", "openai", "vllm", "extractive"]
+
+
+# --- issue 6: messages a person understands ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--chunk-size", "100", "--chunk-overlap", "100"],
+         "--chunk-overlap 100: chunk_overlap (100) must be smaller than chunk_size (100)"),
+        (["--chunk-overlap", "500"], "--chunk-overlap 500: chunk_overlap (500) must be smaller than chunk_size (300)"),
+        (["--val-ratio", "0"], "--val-ratio 0.0: Input should be greater than 0 (Share of documents held out"),
+        (["--val-ratio", "1"], "--val-ratio 1.0: Input should be less than 1 (Share of documents held out"),
+        (["--val-ratio", "-0.2"], "--val-ratio -0.2: Input should be greater than 0"),
+        (["--garbage-threshold", "0"], "--garbage-threshold 0.0: Input should be greater than 0 (Share of unreadable"),
+        (["--batch-size", "1"], "--batch-size 1: Input should be greater than 1 (Pairs per batch;"),
+    ],
+)
+def test_each_bad_value_is_one_line_with_flag_value_and_purpose(argv, line):
+    with pytest.raises(SettingsError) as e:
+        settings_from_argv(argv)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "invalid settings:"
+    assert any(entry.strip().startswith(line) for entry in lines[1:]), str(e.value)
+
+
+def test_unknown_backend_from_env_or_config_lists_the_choices(tmp_path, monkeypatch):
+    monkeypatch.setenv("BCE_LLM_BACKEND", "ollama")
+    with pytest.raises(SettingsError, match=r"--llm-backend ollama: Input should be 'gguf', 'openai', 'vllm' or 'extractive'"):
+        settings_from_argv([])
+    monkeypatch.delenv("BCE_LLM_BACKEND")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('llm_backend = "gpt-4"\ngarbage_pdfs = "drop"\n')
+    with pytest.raises(SettingsError) as e:
+        settings_from_argv(["--config", str(cfg)])
+    assert "--llm-backend gpt-4: Input should be 'gguf'" in str(e.value)
+    assert "--garbage-pdfs drop: Input should be 'skip' or 'keep'" in str(e.value)
+
+
+def test_overlap_is_checked_on_assignment_too():
+    s = Settings(chunk_size=200, chunk_overlap=50)
+    with pytest.raises(ValueError, match=r"chunk_overlap \(50\) must be smaller than chunk_size \(40\)"):
+        s.chunk_size = 40
+
+
+def test_untrusted_code_and_garbage_defaults():
+    s = Settings()
+    assert s.trust_remote_code is False
+    assert (s.garbage_pdfs, s.garbage_threshold, s.extractive_delay_s) == ("skip", 0.3, 0.0)

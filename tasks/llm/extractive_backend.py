@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -75,17 +76,22 @@ class ExtractiveWriter(BaseWriter):
 
     name = "extractive"
 
-    def __init__(self, n_questions: int = 1) -> None:
+    def __init__(self, n_questions: int = 1, delay_s: float = 0.0) -> None:
         super().__init__()
         self.n_questions = n_questions
+        # A slow LLM, for tests that kill a run mid-generation and for demos of progress output.
+        self.delay_s = delay_s
 
     @classmethod
     def from_settings(cls, settings: "Settings", **overrides: Any) -> "ExtractiveWriter":
-        return cls(**{"n_questions": settings.questions_per_chunk, **overrides})
+        defaults = {"n_questions": settings.questions_per_chunk, "delay_s": settings.extractive_delay_s}
+        return cls(**{**defaults, **overrides})
 
     def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
         answers = []
         for prompt in prompts:
+            if self.delay_s:
+                time.sleep(self.delay_s)
             self.requests_sent += 1
             answers.append("\n".join(extractive_questions(extract_context(prompt), self.n_questions)))
             if on_progress is not None:

@@ -2,8 +2,11 @@
 
 The model is loaded once per writer, on the first prompt, and the chat template
 stored in the GGUF is used, so any instruct GGUF works without a prompt format.
-Each prompt is sampled with the same seed, so a chunk's question does not depend
-on which chunks came before it (the per-chunk cache relies on that).
+Prompts run through :class:`tasks.llm.batched_llama.BatchedLlama`: several
+sequences per decode, the prompt template's fixed start evaluated once, answers
+stopped after the questions asked for (see ``bench/generation.py`` for what each
+buys). Each prompt is sampled with the same seed, so a chunk's question does not
+depend on which chunks came before it or beside it (the per-chunk cache relies on that).
 
 Example::
 
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +69,7 @@ def resolve_gguf_path(settings: "Settings") -> Path:
 
 
 class GGUFWriter(BaseWriter):
-    """One prompt at a time through ``llama_cpp.Llama.create_chat_completion``."""
+    """Prompts in batches of ``n_parallel`` sequences through one llama.cpp context."""
 
     name = "gguf"
 
@@ -78,13 +80,26 @@ class GGUFWriter(BaseWriter):
         n_ctx: int = 2048,
         n_threads: int | None = None,
         sampling: Sampling = Sampling(),
+        n_parallel: int = 8,
+        n_batch: int = 512,
+        prefix_template: str | None = None,
+        questions_per_chunk: int = 1,
+        stop_early: bool = True,
+        use_mmap: bool = False,
     ) -> None:
+        """``prefix_template``: the prompt template whose fixed start is evaluated once (None: no prefix cache)."""
         super().__init__()
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or _default_threads()
         self.sampling = sampling
-        self._llm: Any = None
+        self.n_parallel = n_parallel
+        self.n_batch = n_batch
+        self.prefix_template = prefix_template
+        self.questions_per_chunk = questions_per_chunk
+        self.stop_early = stop_early
+        self.use_mmap = use_mmap
+        self._engine: Any = None
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "GGUFWriter":
@@ -93,63 +108,66 @@ class GGUFWriter(BaseWriter):
             n_ctx=settings.llm_context,
             n_threads=settings.llm_threads,
             sampling=Sampling.from_settings(settings),
+            n_parallel=settings.llm_parallel,
+            n_batch=settings.llm_batch_tokens,
+            prefix_template=settings.prompt_template if settings.llm_prefix_cache else None,
+            questions_per_chunk=settings.questions_per_chunk,
+            stop_early=settings.llm_stop_early,
         )
 
-    def _load(self) -> Any:
-        if self._llm is not None:
-            return self._llm
+    @property
+    def engine_stats(self) -> Any:
+        """Token counts of the loaded engine (None before the first prompt)."""
+        return None if self._engine is None else self._engine.stats
+
+    def load(self) -> Any:
+        """Load the model and evaluate the shared prefix now (``complete`` does it on first use)."""
+        if self._engine is not None:
+            return self._engine
         try:
-            import llama_cpp
+            import llama_cpp  # noqa: F401
         except ImportError as e:
             raise LLMError(
                 "the gguf backend needs llama-cpp-python, which is not installed (or does not load: "
                 f"{e}). Build it for this CPU with: {LLAMA_CPP_BUILD_HINT}"
             ) from e
+        from tasks.llm.batched_llama import BatchedLlama
+        from tasks.llm.chat_tokens import shared_prefix_text
+
         if not self.model_path.is_file():
             raise LLMError(f"GGUF model {self.model_path} does not exist")
-        started = time.monotonic()
-        try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                seed=self.sampling.seed if self.sampling.seed is not None else -1,
-                verbose=False,  # llama.cpp otherwise prints hundreds of loader lines per load
-            )
-        except (ValueError, RuntimeError) as e:
-            raise LLMError(f"llama.cpp could not load {self.model_path}: {e}") from e
-        logger.info(
-            "Loaded %s in %.1f s (%d threads, context %d)",
-            self.model_path.name, time.monotonic() - started, self.n_threads, self.n_ctx,
+        engine = BatchedLlama(
+            self.model_path,
+            n_ctx_per_seq=self.n_ctx,
+            n_parallel=self.n_parallel,
+            n_threads=self.n_threads,
+            n_batch=self.n_batch,
+            use_mmap=self.use_mmap,
         )
-        return self._llm
+        try:
+            if self.prefix_template is not None:
+                text = shared_prefix_text(engine.tokenizer.render, self.prefix_template, self.questions_per_chunk)
+                n = engine.set_shared_prefix(text)
+                logger.info("Shared prompt prefix: %d tokens, evaluated once", n)
+        except BaseException:
+            engine.close()
+            raise
+        self._engine = engine
+        return engine
 
     def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
         if not prompts:
             return []
-        llm = self._load()
-        answers = []
-        for i, prompt in enumerate(prompts):
-            self.requests_sent += 1
-            try:
-                result = llm.create_chat_completion(
-                    messages=[{"role": "user", "content": prompt}],
-                    **self.sampling.as_kwargs(),
-                )
-            except ValueError as e:
-                # llama-cpp-python raises ValueError when the prompt does not fit the context.
-                raise LLMError(
-                    f"prompt {i} ({len(prompt)} characters) could not be run with a context of "
-                    f"{self.n_ctx} tokens: {e}. Raise llm_context or lower chunk_size."
-                ) from e
-            answers.append(result["choices"][0]["message"].get("content") or "")
-            if on_progress is not None:
-                on_progress(1)
-        return answers
+        engine = self.load()
+        from tasks.llm.batched_llama import QuestionStop
+
+        chats = [engine.tokenizer.render(p) for p in prompts]
+        self.requests_sent += len(prompts)
+        stop = QuestionStop(self.questions_per_chunk) if self.stop_early else None
+        return engine.generate(chats, self.sampling, stop=stop, on_done=on_progress)
 
     def close(self) -> None:
-        llm, self._llm = self._llm, None
-        if llm is not None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
             # Frees the model's memory now rather than whenever the GC gets to it.
-            llm.close()
+            engine.close()

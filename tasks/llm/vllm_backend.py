@@ -83,6 +83,7 @@ class VLLMWriter(BaseWriter):
             batch_size=settings.vllm_batch_size,
             sampling=Sampling.from_settings(settings),
             trust_remote_code=settings.trust_remote_code,
+            llm_kwargs={"tensor_parallel_size": settings.vllm_tensor_parallel_size},
         )
         kwargs.update(overrides)
         return cls(settings.resolved_llm_model(), **kwargs)

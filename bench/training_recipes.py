@@ -1,0 +1,320 @@
+"""Benchmark: what each addition to the training recipe is worth on HUMAN questions.
+
+Same data, same epochs, same machine for every row; only the recipe changes:
+
+* ``base``: the base model, untrained;
+* ``plain``: what the original recipe and LlamaIndex's fine-tuning engine do:
+  MultipleNegativesRankingLoss at its default scale 20, plain random batches (a chunk
+  can meet itself as a negative), every question the LLM wrote (no filters), last epoch;
+* ``ours: …``: the additions one at a time, each row adding to the one before:
+  no-duplicate batches + scale 100 (e5's temperature) + question filters + the best
+  epoch by validation NDCG@10; + hard negatives; + cached MNRL with a bigger batch;
+  + α interpolation of the row above with the base weights (α chosen on validation
+  under the α-guard).
+
+Data (``../shared/data/cmrc2018_trial.json``, CC BY-SA 4.0), built with
+``bench/cmrc_human.py``'s helpers: the first ``--n-passages`` passages are split into
+train and held-out passages; the train passages again into train and validation (like
+the pipeline: synthetic questions of validation documents). Synthetic questions come from
+the shared per-chunk generation cache only: this script never starts an LLM and stops
+with an error if a chunk is not cached. Measured on
+
+* the human questions of the held-out passages, chunk-level relevance (the chunk holding
+  the answer span) — the target;
+* ``guard``: human questions of later passages (disjoint from all of the above), the
+  forgetting check reported in the table;
+* ``α-guard``: human questions of yet other passages, used only to choose α, so the
+  reported guard is not the one α was fitted to.
+
+Run from the repository root (about 35 minutes on 2 shared cores)::
+
+    .venv/bin/python bench/training_recipes.py
+    .venv/bin/python bench/training_recipes.py --rows base,plain,ours --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+import cmrc_human as ch  # noqa: E402
+
+from tasks.fileio import write_json_atomic, write_text_atomic  # noqa: E402
+from tasks.settings import Settings  # noqa: E402
+
+log = logging.getLogger("bench.training_recipes")
+
+# (label, training overrides, question filters on?, from which earlier row to interpolate)
+RECIPES: dict[str, dict[str, Any]] = {
+    "plain": dict(
+        filters=False,
+        train=dict(loss_scale=20, no_duplicate_batches=False, keep_best_checkpoint=False),
+    ),
+    "ours": dict(filters=True, train=dict(loss_scale=100, no_duplicate_batches=True, keep_best_checkpoint=True)),
+    "ours+neg": dict(filters=True, train=dict(loss_scale=100, hard_negatives=1, keep_best_checkpoint=True)),
+    # No training of its own: the model of the last trained row before it, mixed with the base.
+    "+alpha": dict(filters=True, interpolate=True, train={}),
+    "ours+neg+cached": dict(
+        filters=True,
+        train=dict(loss_scale=100, hard_negatives=1, cached_loss=True, batch_size=16, mini_batch_size=8,
+                   keep_best_checkpoint=True),
+    ),
+}
+LABELS = {
+    "plain": "plain (MNRL scale 20, plain batches, all LLM questions)",
+    "ours": "ours: no-dup batches + scale 100 + filters + best epoch",
+    "ours+neg": "ours + 1 hard negative",
+    "+alpha": "row above + α interpolation",
+    "ours+neg+cached": "ours + 1 hard negative + cached MNRL, batch 16",
+}
+METRICS = (("cosine_ndcg@10", "NDCG@10"), ("cosine_accuracy@1", "Acc@1"))
+
+
+class NotCachedError(RuntimeError):
+    """A chunk's questions are not in the generation cache: this bench never runs the LLM."""
+
+
+def no_llm(settings: Settings):
+    raise NotCachedError(
+        "a train chunk is not in the generation cache; run bench/cmrc_human.py with the same "
+        "--n-passages/--seed first (it asks the LLM), then rerun this"
+    )
+
+
+def guard_benchmark(passages: Sequence[ch.Passage], settings: Settings) -> ch.HumanBenchmark:
+    chunks = ch.chunk_documents(ch.build_documents(passages), settings.chunk_size, settings.chunk_overlap)
+    return ch.human_benchmark(passages, chunks)
+
+
+def table_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with changes in points vs base and vs plain (where those rows exist)."""
+    base, plain = results.get("base"), results.get("plain")
+    rows = []
+    for name, r in results.items():
+        row = {"row": name, "label": LABELS.get(name, name), **r}
+        for ref_name, ref in (("base", base), ("plain", plain)):
+            if ref is not None and name != ref_name:
+                row[f"vs_{ref_name}"] = {
+                    "heldout_ndcg": round(100 * (r["heldout"]["cosine_ndcg@10"] - ref["heldout"]["cosine_ndcg@10"]), 2),
+                    "heldout_acc1": round(100 * (r["heldout"]["cosine_accuracy@1"] - ref["heldout"]["cosine_accuracy@1"]), 2),
+                    "guard_ndcg": round(100 * (r["guard"]["cosine_ndcg@10"] - ref["guard"]["cosine_ndcg@10"]), 2),
+                }
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = [
+        "config", "held-out NDCG@10", "held-out Acc@1", "guard NDCG@10",
+        "Δ NDCG vs base", "Δ Acc@1 vs base", "Δ guard vs base", "Δ NDCG vs plain", "Δ guard vs plain",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+
+    def d(row: dict[str, Any], ref: str, key: str) -> str:
+        return f"{row[f'vs_{ref}'][key]:+.1f}" if f"vs_{ref}" in row else "—"
+
+    for r in rows:
+        cells = [
+            r["label"] + (f" (α={r['alpha']:g})" if r.get("alpha") is not None else ""),
+            f"{r['heldout']['cosine_ndcg@10']:.4f}",
+            f"{r['heldout']['cosine_accuracy@1']:.4f}",
+            f"{r['guard']['cosine_ndcg@10']:.4f}",
+            d(r, "base", "heldout_ndcg"), d(r, "base", "heldout_acc1"), d(r, "base", "guard_ndcg"),
+            d(r, "plain", "heldout_ndcg"), d(r, "plain", "guard_ndcg"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python bench/training_recipes.py", description=__doc__.splitlines()[0])
+    add = p.add_argument
+    add("--data", type=Path, default=ch.DEFAULT_DATA)
+    add("--n-passages", type=int, default=60, help="passages for train + held out (default: %(default)s, the cached ones)")
+    add("--heldout-ratio", type=float, default=0.5)
+    add("--val-ratio", type=float, default=0.2, help="share of the train passages used for validation")
+    add("--guard-passages", type=int, default=40, help="passages of the reported guard set (after the first N)")
+    add("--alpha-guard-passages", type=int, default=40, help="passages of the α-choosing guard set (after those)")
+    add("--seed", type=int, default=42)
+    add("--epochs", type=int, default=3)
+    add("--cache-dir", type=Path, default=Path(".cache"))
+    add("--base-model", default=ch.DEFAULT_BASE_MODEL)
+    add("--rows", default=",".join(["base", *RECIPES]), help="comma-separated rows to run, in order")
+    add("--out", type=Path, default=Path("outputs/bench_training_recipes"))
+    add("--eval-batch-size", type=int, default=32)
+    add("--alphas", type=lambda t: [float(a) for a in t.split(",")], default=Settings().interpolation_alphas,
+        help="α grid for +alpha (0 and 1 are always tried; default: the pipeline's)")
+    add("--model", action="append", default=[], metavar="ROW=PATH",
+        help="a model an earlier run trained for ROW (e.g. to interpolate it with +alpha without retraining)")
+    add("--include", action="append", metavar="RESULTS_JSON",
+        help="rows of an earlier run on the same data (e.g. base and plain), to share one table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("bench", "tasks"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r != "base" and r not in RECIPES]
+    if unknown:
+        print(f"error: unknown rows {unknown}; choose from base, {', '.join(RECIPES)}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, rows)
+    except (NotCachedError, ch.BenchInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, rows: list[str]) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.evaluation import evaluate_loaded_model, evaluate_model
+    from tasks.interpolation import interpolate_with_base
+    from tasks.training import train_model
+
+    out: Path = args.out
+    common = dict(
+        seed=args.seed, llm_backend="gguf", cache_dir=args.cache_dir, epochs=args.epochs,
+        eval_batch_size=args.eval_batch_size, interpolation_alphas=[],
+        # Only what the cache holds: a retry would ask the LLM again with another seed.
+        generation_retries=0, max_failed_share=1.0,
+    )
+    filtered = Settings(**common)
+    unfiltered = Settings(**common, filter_non_questions=False, max_copied_chars=0, skip_low_value_chunks=False)
+
+    everything = ch.load_cmrc(args.data)
+    passages = everything[: args.n_passages]
+    guard_passages = everything[args.n_passages : args.n_passages + args.guard_passages]
+    alpha_guard_passages = everything[
+        args.n_passages + args.guard_passages : args.n_passages + args.guard_passages + args.alpha_guard_passages
+    ]
+    chunks = ch.chunk_documents(ch.build_documents(passages), filtered.chunk_size, filtered.chunk_overlap)
+    train_passages, heldout_passages = ch.split_passages(passages, args.heldout_ratio, args.seed)
+    fit_passages, val_passages = ch.split_passages(train_passages, args.val_ratio, args.seed)
+    ids = {name: {p.doc_id for p in ps} for name, ps in
+           (("fit", fit_passages), ("val", val_passages), ("heldout", heldout_passages),
+            ("guard", guard_passages), ("alpha_guard", alpha_guard_passages))}
+    names = list(ids)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not ids[a] & ids[b], f"{a} and {b} passages overlap"
+
+    fit_chunks = [c for c in chunks if c.doc_id in ids["fit"]]
+    val_chunks = [c for c in chunks if c.doc_id in ids["val"]]
+    heldout_chunks = [c for c in chunks if c.doc_id in ids["heldout"]]
+    # The cache was filled for all train passages' chunks by bench/cmrc_human.py.
+    datasets: dict[str, Path] = {}
+    for tag, settings in (("filtered", filtered), ("unfiltered", unfiltered)):
+        ds, stats = ch.synthetic_train_dataset(fit_chunks, settings, no_llm, show_progress=False)
+        datasets[tag] = out / f"train_{tag}.json"
+        ds.save(datasets[tag])
+        log.info("%s train pairs: %d (cache hits %d, dropped %s)", tag, len(ds.pairs()), stats.cache_hits, stats.dropped)
+    val_ds, _ = ch.synthetic_train_dataset(val_chunks, filtered, no_llm, show_progress=False)
+    val_ds.save(out / "val_dataset.json")
+    heldout = ch.human_benchmark(heldout_passages, heldout_chunks).dataset
+    guard = guard_benchmark(guard_passages, filtered).dataset
+    alpha_guard = guard_benchmark(alpha_guard_passages, filtered).dataset
+    heldout.save(out / "human_heldout_dataset.json")
+    guard.save(out / "guard_dataset.json")
+    alpha_guard.save(out / "alpha_guard_dataset.json")
+    data = {
+        "passages": len(passages), "fit_passages": len(fit_passages), "val_passages": len(val_passages),
+        "heldout_passages": len(heldout_passages), "guard_passages": len(guard_passages),
+        "alpha_guard_passages": len(alpha_guard_passages),
+        "train_pairs_filtered": len(ch.QADataset.load(datasets["filtered"]).pairs()),
+        "train_pairs_unfiltered": len(ch.QADataset.load(datasets["unfiltered"]).pairs()),
+        "val_queries": len(val_ds.queries), "val_chunks": len(val_ds.corpus),
+        "heldout_queries": len(heldout.queries), "heldout_chunks": len(heldout.corpus),
+        "guard_queries": len(guard.queries), "guard_chunks": len(guard.corpus),
+        "alpha_guard_queries": len(alpha_guard.queries), "alpha_guard_chunks": len(alpha_guard.corpus),
+    }
+    print(f"data: {data}", file=sys.stderr)
+    base_path = ch.resolve_base_model(args.base_model, filtered)
+
+    def measure(model) -> dict[str, dict[str, float]]:
+        pick = lambda m: {k: m[k] for k, _ in METRICS}  # noqa: E731
+        return {
+            "heldout": pick(evaluate_loaded_model(model, heldout, batch_size=args.eval_batch_size, name="heldout")),
+            "guard": pick(evaluate_loaded_model(model, guard, batch_size=args.eval_batch_size, name="guard")),
+        }
+
+    results: dict[str, dict[str, Any]] = {}
+    for earlier in args.include or []:
+        prior = json.loads(Path(earlier).read_text(encoding="utf-8"))
+        if prior["data"] != data or prior["epochs"] != args.epochs:
+            raise ch.BenchInputError(f"{earlier} was measured on other data or epochs: cannot share a table")
+        for row in prior["rows"]:
+            if row["row"] not in rows:
+                results[row["row"]] = {k: v for k, v in row.items() if k not in ("row", "label", "vs_base", "vs_plain")}
+
+    def save() -> str:
+        table = markdown_table(table_rows(results))
+        write_json_atomic(out / "results.json", {"data": data, "epochs": args.epochs, "rows": table_rows(results)})
+        write_text_atomic(out / "results.md", f"# Training recipes on human CMRC questions\n\n{data}\n\n{table}\n")
+        return table
+
+    with tempfile.TemporaryDirectory(prefix="bench-recipes-") as tmp:
+        models: dict[str, Path] = {}
+        for spec in args.model:
+            row, _, path = spec.partition("=")
+            if row not in RECIPES or not (Path(path) / "modules.json").is_file():
+                raise ch.BenchInputError(f"--model {spec}: need ROW=PATH of a sentence-transformers folder")
+            models[row] = Path(path)
+        for name in rows:
+            if name == "base":
+                results["base"] = measure(SentenceTransformer(base_path))
+            elif RECIPES[name].get("interpolate"):
+                if not models:
+                    raise ch.BenchInputError(f"row {name} needs a trained row before it")
+                source = list(models)[-1]
+                model = SentenceTransformer(str(models[source]))
+                base_state = SentenceTransformer(base_path).state_dict()
+                chosen, grid = interpolate_with_base(
+                    model, base_state, val_ds, alpha_guard, args.alphas,
+                    Settings().alpha_guard_margin, batch_size=args.eval_batch_size,
+                )
+                results[name] = {
+                    **measure(model), "alpha": chosen.alpha, "of": source, "alpha_grid": [asdict(r) for r in grid],
+                }
+            else:
+                recipe = RECIPES[name]
+                cfg = Settings(**{**common, **recipe["train"]})
+                model_dir = Path(tmp) / name
+                r = train_model(
+                    base_path, datasets["filtered" if recipe["filters"] else "unfiltered"], model_dir, cfg,
+                    val_dataset=out / "val_dataset.json" if cfg.keep_best_checkpoint else None,
+                )
+                models[name] = model_dir
+                results[name] = {
+                    **measure(SentenceTransformer(str(model_dir))),
+                    "training": {k: getattr(r, k) for k in ("steps", "n_pairs", "seconds", "loss", "learning_rate",
+                                                            "hard_negatives", "best_checkpoint", "best_val_ndcg")},
+                    "settings": recipe["train"],
+                }
+            log.info("%s: %s", name, {k: v for k, v in results[name].items() if k in ("heldout", "guard", "alpha")})
+            save()
+    print()
+    print(save())
+    print(f"\nOutput folder: {out.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The pipeline's section of a model card: data, settings, metrics, promotion.
+
+sentence-transformers writes the card (``README.md`` in the model folder) when the model
+is saved; after evaluation the flow adds one section between two markers, so writing it
+again replaces the section and leaves the rest of the card as it was.
+
+Example::
+
+    >>> section = card_section(run_id="20261127-150102-ab12cd34", data={"training questions": 54},
+    ...                        settings={"epochs": 3}, validation=rows, guard=guard_rows,
+    ...                        promotion={"promote": True, "reason": "…"})
+    >>> update_model_card(Path("outputs/finetune_bce/model"), section)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tasks.fileio import write_text_atomic
+from tasks.report import Rows, metrics_table
+
+BEGIN = "<!-- bce-finetune:begin -->"
+END = "<!-- bce-finetune:end -->"
+
+
+def card_section(
+    *,
+    run_id: str | None,
+    data: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    validation: Rows,
+    guard: Rows | None,
+    promotion: Mapping[str, Any] | None,
+) -> str:
+    """Markdown of the pipeline's card section (markers included)."""
+    parts = [BEGIN, "## bce-finetune run", ""]
+    if run_id:
+        parts += [f"Run `{run_id}`.", ""]
+    if data:
+        parts += ["### Data", "", *(f"- {k}: {v}" for k, v in data.items()), ""]
+    parts += ["### Retrieval on the domain validation set", "", metrics_table(validation), ""]
+    if guard:
+        parts += [
+            "### Retrieval on the guard set",
+            "",
+            "General Chinese questions written by people (CMRC 2018, CC BY-SA 4.0; `data/guard/`).",
+            "",
+            metrics_table(guard),
+            "",
+        ]
+    if promotion:
+        verdict = "promoted" if promotion.get("promote") else "not promoted"
+        parts += ["### Promotion", "", f"{verdict}: {promotion.get('reason', '')}", ""]
+    if settings:
+        parts += ["### Settings", "", "| setting | value |", "|---|---|"]
+        parts += [f"| {k} | {_cell(v)} |" for k, v in settings.items()]
+        parts.append("")
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def with_section(card: str, section: str) -> str:
+    """``card`` with its pipeline section replaced by ``section`` (appended if it has none).
+
+    >>> with_section("# m\\n", BEGIN + "\\nA\\n" + END)
+    '# m\\n\\n<!-- bce-finetune:begin -->\\nA\\n<!-- bce-finetune:end -->\\n'
+    >>> with_section(with_section("# m\\n", BEGIN + "\\nA\\n" + END), BEGIN + "\\nB\\n" + END).count(BEGIN)
+    1
+    """
+    start, end = card.find(BEGIN), card.find(END)
+    if start >= 0 and end > start:
+        return card[:start] + section + card[end + len(END):]
+    return card.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def update_model_card(model_dir: Path, section: str) -> None:
+    """Write ``section`` into ``model_dir/README.md`` (atomically; the file is replaced, not
+    edited in place, so a copy of the model elsewhere keeps its own card)."""
+    card_path = Path(model_dir) / "README.md"
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    write_text_atomic(card_path, with_section(card, section))
+
+
+def _cell(value: Any) -> str:
+    text = "(default)" if value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,50 @@
+"""The training-recipe benchmark's table (bench/training_recipes.py), without training."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    name = "bench_training_recipes"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "training_recipes.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+
+
+def _m(ndcg: float, acc: float, guard: float) -> dict:
+    return {"heldout": {"cosine_ndcg@10": ndcg, "cosine_accuracy@1": acc}, "guard": {"cosine_ndcg@10": guard}}
+
+
+def test_rows_carry_changes_in_points_against_base_and_plain() -> None:
+    results = {"base": _m(0.90, 0.77, 0.91), "plain": _m(0.89, 0.75, 0.90), "ours": _m(0.93, 0.82, 0.908)}
+    rows = {r["row"]: r for r in bench.table_rows(results)}
+    assert "vs_base" not in rows["base"] and "vs_plain" not in rows["plain"]
+    assert rows["ours"]["vs_base"] == {"heldout_ndcg": 3.0, "heldout_acc1": 5.0, "guard_ndcg": -0.2}
+    assert rows["ours"]["vs_plain"]["heldout_ndcg"] == 4.0
+    lines = bench.markdown_table(bench.table_rows(results)).splitlines()
+    assert lines[2].startswith("| base | 0.9000 | 0.7700 | 0.9100 | — |")
+    assert lines[4].endswith("| +3.0 | +5.0 | -0.2 | +4.0 | +0.8 |")
+
+
+def test_unknown_rows_are_refused_before_any_work(capsys) -> None:
+    assert bench.main(["--rows", "base,nonsense"]) == 2
+    assert "unknown rows" in capsys.readouterr().err
+
+
+def test_the_bench_never_starts_an_llm() -> None:
+    import pytest
+
+    with pytest.raises(bench.NotCachedError, match="not in the generation cache"):
+        bench.no_llm(bench.Settings())

@@ -1,0 +1,125 @@
+"""`python -m flows.query` for real: two small PDFs, the tiny real model, a persisted
+LlamaIndex VectorStoreIndex, and the champion pointer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from flows.query import main, resolve_model
+from tasks.registry import register_run, set_champion
+from tasks.settings import Settings
+from tasks.stages import model_fingerprint
+from tests.tiny_model import make_tiny_st_model
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((REPO / "data" / "pdf").glob("*.pdf"))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("query")
+    pdfs = tmp / "pdfs"
+    (pdfs / "sub").mkdir(parents=True)
+    for src, dest in ((SAMPLES[0], pdfs / "a.pdf"), (SAMPLES[1], pdfs / "sub" / "b.pdf")):
+        writer = PdfWriter()
+        writer.add_page(PdfReader(src).pages[0])
+        with open(dest, "wb") as f:
+            writer.write(f)
+    return tmp, pdfs, make_tiny_st_model(tmp / "tiny")
+
+
+def _query(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().out
+
+
+def test_builds_persists_then_loads_and_prints_file_and_page(setup, capsys):
+    tmp, pdfs, tiny = setup
+    out = tmp / "out-a"
+    args = ["尤金袋鼠分布在哪里？", "--top-k", "3", "--model", str(tiny), "--pdf-dir", str(pdfs),
+            "--output-dir", str(out), "--chunk-size", "120", "--chunk-overlap", "10"]
+    code, first = _query(capsys, *args)
+    assert code == 0
+    assert "built now" in first
+    hits = [line for line in first.splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert len(hits) == 3
+    assert all(("a.pdf" in h or "sub/b.pdf" in h) and "p.1" in h for h in hits)
+    folders = list((out / "query_index").iterdir())
+    assert len(folders) == 1 and (folders[0] / "docstore.json").is_file()
+
+    code, second = _query(capsys, *args)
+    assert code == 0 and "(loaded)" in second
+    assert [line for line in second.splitlines() if line[:2] in ("1.", "2.", "3.")] == hits
+
+    # Another model means other vectors: a new index, the old one kept.
+    other = make_tiny_st_model(tmp / "tiny-other", seed=1)
+    code, third = _query(capsys, *[a if a != str(tiny) else str(other) for a in args])
+    assert code == 0 and "built now" in third
+    assert len(list((out / "query_index").iterdir())) == 2
+
+
+def test_a_chunks_own_text_finds_that_chunk_first(setup):
+    from tasks.query_index import open_index, search
+
+    tmp, pdfs, tiny = setup
+    settings = Settings(chunk_size=120, chunk_overlap=10)
+    index, _, _ = open_index(pdfs, str(tiny), tmp / "out-b" / "query_index", settings)
+    nodes = list(index.docstore.docs.values())
+    assert len(nodes) >= 4
+    target = nodes[len(nodes) // 2]
+    top = search(index, target.get_content(), top_k=2)
+    assert top[0].chunk_id == target.node_id
+    assert top[0].score >= top[1].score
+    assert {h.file for h in search(index, "袋鼠", top_k=len(nodes))} == {"a.pdf", "sub/b.pdf"}
+
+
+def test_adapter_uses_the_models_query_and_document_prompts(setup):
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.st_embedding import SentenceTransformerEmbedding
+
+    _, _, tiny = setup
+    embed = SentenceTransformerEmbedding(str(tiny))
+    model = SentenceTransformer(str(tiny))
+    text = "尤金袋鼠分布在澳洲南部岛屿。"
+    q = np.array(embed.get_query_embedding(text))
+    d = np.array(embed.get_text_embedding(text))
+    assert np.allclose(q, model.encode_query([text], normalize_embeddings=True)[0], atol=1e-5)
+    assert np.allclose(d, model.encode_document([text], normalize_embeddings=True)[0], atol=1e-5)
+    assert not np.allclose(q, d, atol=1e-4)  # "query: " and "passage: " differ
+    assert abs(np.linalg.norm(q) - 1) < 1e-5
+
+
+def test_default_model_is_the_champion_then_the_base_model(setup, tmp_path):
+    _, _, tiny = setup
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="no promoted run"):
+        resolve_model(None, out)
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"base_model": {"path": str(tiny)}}))
+    assert resolve_model(None, out) == (str(tiny), "no run promoted yet: the base model")
+    register_run(out, "r1", tiny, model_fingerprint(tiny), files={})
+    set_champion(out, "r1")
+    path, origin = resolve_model(None, out)
+    assert Path(path) == out / "runs" / "r1" / "model" and origin == "champion, run r1"
+
+
+def test_command_line_entry_point(setup):
+    tmp, pdfs, tiny = setup
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.query", "泡泡战士是什么？", "--top-k", "1", "--model", str(tiny),
+         "--pdf-dir", str(pdfs), "--output-dir", str(tmp / "out-cli")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1. " in proc.stdout and "p.1" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "flows.query", "x", "--pdf-dir", str(tmp / "nope")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--pdf-dir" in bad.stderr and "Traceback" not in bad.stderr
