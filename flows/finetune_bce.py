@@ -183,7 +183,10 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
         str(settings.guard_dataset) if settings.guard_dataset else None,
     )
     steps = 0 if run.summary["training"]["cached"] else trained["steps"]
-    run.note("training", steps_run=steps, pairs=trained["n_pairs"], epochs=trained["epochs"])
+    run.note("training", steps_run=steps, pairs=trained["n_pairs"], epochs=trained["epochs"],
+             learning_rate=trained.get("learning_rate"), hard_negatives=trained.get("hard_negatives"),
+             best_checkpoint=trained.get("best_checkpoint"), best_val_ndcg=trained.get("best_val_ndcg"),
+             alpha=trained.get("alpha"), alpha_results=trained.get("alpha_results") or [])
 
     metrics = {}
     for side, model_path in (("base", base["path"]), ("finetuned", str(model_dir))):

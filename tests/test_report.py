@@ -109,3 +109,28 @@ def test_report_tolerates_a_minimal_summary():
     report = render_report({"base": BASE}, {}, {})
     assert "| accuracy@1 | 0.4000 |" in report
     assert "Stage timings" not in report and "## Data" not in report
+
+
+def test_report_shows_how_epoch_and_alpha_were_chosen_and_warns_of_the_bias():
+    training = {
+        "best_checkpoint": "/x/work/train-e5/checkpoint-24",
+        "best_val_ndcg": 0.9349,
+        "alpha": 0.5,
+        "alpha_results": [
+            {"alpha": 0.0, "val_ndcg": 0.9349, "guard_ndcg": 0.9081},
+            {"alpha": 0.5, "val_ndcg": 0.9566, "guard_ndcg": 0.9162},
+            {"alpha": 1.0, "val_ndcg": 0.9349, "guard_ndcg": None},
+        ],
+    }
+    md = render_report({"base": {}, "finetuned": {}}, {"stages": {"training": training}}, {})
+    section = md.split("## Model selection", 1)[1].split("\n## ", 1)[0]
+    assert "`checkpoint-24` (validation NDCG@10 0.9349)" in section
+    assert "chosen α = 0.5" in section
+    assert "| 0.50 | 0.9566 | 0.9162 |" in section
+    assert "| 1.00 | 0.9349 |  |" in section
+    assert "optimistic" in section
+
+
+def test_report_has_no_selection_section_without_selection():
+    md = render_report({"base": {}, "finetuned": {}}, {"stages": {"training": {"steps_run": 3}}}, {})
+    assert "## Model selection" not in md
