@@ -21,6 +21,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
+from tasks.errors import PipelineError
 from tasks.fileio import read_jsonl, sha256_file, stable_hash, write_jsonl_atomic
 from tasks.records import Chunk, Document
 from tasks.settings import Settings
@@ -68,6 +69,20 @@ def model_fingerprint(path: Path) -> str:
 
 def _key(task_name: str, modules: tuple[str, ...], *inputs: Any) -> str:
     return stable_hash([task_name, source_hash(*modules), *inputs])
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry what a second try may fix, never a user's error.
+
+    A crashed LLM server or a timeout may pass; a :class:`PipelineError` (too many chunks
+    failed, a bad file, a bad setting) fails the same way again, so retrying only delays the
+    message the user needs.
+    """
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable result is no reason to give up retrying
+        return True
+    return not isinstance(error, PipelineError)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -230,7 +245,8 @@ def _questions_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     )
 
 
-@task(name="generate-questions", cache_key_fn=_questions_key, persist_result=True, retries=2, retry_delay_seconds=10)
+@task(name="generate-questions", cache_key_fn=_questions_key, persist_result=True, retries=2, retry_delay_seconds=10,
+      retry_condition_fn=retry_unless_user_error)
 def generate(chunks_path: str, settings: Settings, out_dir: Path) -> QuestionsRecord:
     """Write questions for every chunk (cache first), then the train and val datasets."""
     from tasks.generation import generate_questions
@@ -287,7 +303,8 @@ def _base_model_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     )
 
 
-@task(name="prepare-base-model", cache_key_fn=_base_model_key, persist_result=True, retries=1, retry_delay_seconds=10)
+@task(name="prepare-base-model", cache_key_fn=_base_model_key, persist_result=True, retries=1, retry_delay_seconds=10,
+      retry_condition_fn=retry_unless_user_error)
 def prepare_base(settings: Settings) -> dict[str, Any]:
     """Resolve, download if needed, and convert the base model to sentence-transformers."""
     from tasks.base_model import prepare_base_model

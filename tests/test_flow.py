@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from pypdf import PdfReader, PdfWriter
 
+from tests.sample_pdfs import SAMPLES, first_page_pdf
 from tests.tiny_model import make_tiny_st_model
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = sorted((REPO / "data" / "pdf").glob("*.pdf"))
 
 CONTRACT_METRICS = ["cosine_accuracy@1", "cosine_ndcg@10", "cosine_mrr@10", "cosine_map@100"]
 
@@ -26,12 +25,8 @@ CONTRACT_METRICS = ["cosine_accuracy@1", "cosine_ndcg@10", "cosine_mrr@10", "cos
 def _two_small_pdfs(folder: Path) -> None:
     """Two real Chinese PDFs: the first pages of two sample documents (one in a subfolder)."""
     assert len(SAMPLES) >= 2, "data/pdf must hold the sample PDFs"
-    (folder / "sub").mkdir(parents=True)
     for src, dest in ((SAMPLES[0], folder / "a.pdf"), (SAMPLES[1], folder / "sub" / "B.PDF")):
-        writer = PdfWriter()
-        writer.add_page(PdfReader(src).pages[0])
-        with open(dest, "wb") as f:
-            writer.write(f)
+        first_page_pdf(src, dest)
 
 
 def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -24,13 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pypdf import PdfReader, PdfWriter
 
 from tasks.run_lock import LOCK_NAME
+from tests.sample_pdfs import SAMPLES, first_page_pdf
 from tests.tiny_model import make_tiny_st_model
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = sorted((REPO / "data" / "pdf").glob("*.pdf"))
 DATASETS = ("train_dataset.json", "val_dataset.json")
 
 
@@ -38,10 +37,7 @@ def _pdfs(folder: Path) -> None:
     """The first page of two sample PDFs, and a zero-byte file the run must skip."""
     folder.mkdir(parents=True)
     for src, name in ((SAMPLES[0], "a.pdf"), (SAMPLES[1], "b 文档.pdf")):
-        writer = PdfWriter()
-        writer.add_page(PdfReader(src).pages[0])
-        with open(folder / name, "wb") as f:
-            writer.write(f)
+        first_page_pdf(src, folder / name)
     (folder / "empty.pdf").write_bytes(b"")
 
 

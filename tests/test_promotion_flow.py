@@ -16,22 +16,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from pypdf import PdfReader, PdfWriter
 
 from tasks.stages import model_fingerprint
+from tests.sample_pdfs import SAMPLES, first_page_pdf
 from tests.tiny_model import make_tiny_st_model
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = sorted((REPO / "data" / "pdf").glob("*.pdf"))
 
 
 def _small_pdfs(folder: Path, n: int = 4) -> None:
     folder.mkdir(parents=True)
     for i, src in enumerate(SAMPLES[:n]):
-        writer = PdfWriter()
-        writer.add_page(PdfReader(src).pages[0])
-        with open(folder / f"doc{i}.pdf", "wb") as f:
-            writer.write(f)
+        first_page_pdf(src, folder / f"doc{i}.pdf")
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pypdf import PdfReader, PdfWriter
 
 from flows.query import main, resolve_model
 from tasks.registry import register_run, set_champion
 from tasks.settings import Settings
 from tasks.stages import model_fingerprint
+from tests.sample_pdfs import SAMPLES, first_page_pdf
 from tests.tiny_model import make_tiny_st_model
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = sorted((REPO / "data" / "pdf").glob("*.pdf"))
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +27,7 @@ def setup(tmp_path_factory):
     pdfs = tmp / "pdfs"
     (pdfs / "sub").mkdir(parents=True)
     for src, dest in ((SAMPLES[0], pdfs / "a.pdf"), (SAMPLES[1], pdfs / "sub" / "b.pdf")):
-        writer = PdfWriter()
-        writer.add_page(PdfReader(src).pages[0])
-        with open(dest, "wb") as f:
-            writer.write(f)
+        first_page_pdf(src, dest)
     return tmp, pdfs, make_tiny_st_model(tmp / "tiny")
 
 

@@ -27,13 +27,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from pypdf import PdfReader, PdfWriter
 
+from tests.sample_pdfs import SAMPLES, first_page_pdf
 from tests.tiny_model import make_tiny_st_model
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SAMPLES = sorted((REPO / "data" / "pdf").glob("*.pdf"))
 QUIET_SECONDS = 2
 RUN_TIMEOUT = 240
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -45,15 +44,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _one_page_pdf(src: Path, dest: Path) -> None:
-    writer = PdfWriter()
-    writer.add_page(PdfReader(src).pages[0])
-    tmp = dest.with_name(dest.name + ".part")  # not *.pdf: the watcher never sees half a file
-    with open(tmp, "wb") as f:
-        writer.write(f)
-    os.replace(tmp, dest)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -239,15 +229,15 @@ def scenario(service):
     seen = {}
 
     # 1. A burst of two PDFs, a second apart: one event, one run.
-    _one_page_pdf(SAMPLES[0], inbox / "a.pdf")
+    first_page_pdf(SAMPLES[0], inbox / "a.pdf")
     time.sleep(1)
-    _one_page_pdf(SAMPLES[1], inbox / "b.pdf")
+    first_page_pdf(SAMPLES[1], inbox / "b.pdf")
     first_event = _wait_for_event(svc, None)
     runs = _wait_for_finished_runs(svc, dep["id"], 1)
     seen["burst"] = {"event": first_event, "runs": runs, "summary": _summary(svc)}
 
     # 2. One more PDF: one more run, and only its chunks go to the question writer.
-    _one_page_pdf(SAMPLES[2], inbox / "c.pdf")
+    first_page_pdf(SAMPLES[2], inbox / "c.pdf")
     second_event = _wait_for_event(svc, first_event["id"])
     runs = _wait_for_finished_runs(svc, dep["id"], 2)
     seen["new_pdf"] = {"event": second_event, "runs": runs, "summary": _summary(svc)}
