@@ -105,6 +105,22 @@ def check_datasets(n_train_queries: int, n_val_queries: int, settings: Settings)
         )
 
 
+def planned_stages(settings: Settings, has_champion: bool) -> int:
+    """How many stages this run shows as ``[n/total]``: the eight, plus the optional ones.
+
+    Optional: the round-trip filter, the guard evaluations (base and fine-tuned), the
+    champion's evaluations when a champion exists, and promotion.
+    """
+    guard = bool(settings.guard_dataset)
+    return N_STAGES + bool(settings.round_trip_top_k) + 2 * guard + has_champion * (1 + guard) + 1
+
+
+def _has_champion(out: Path) -> bool:
+    from tasks.registry import read_champion
+
+    return read_champion(out) is not None
+
+
 def _model_complete(path: Path) -> bool:
     return (path / "modules.json").is_file() and (path / "config_sentence_transformers.json").is_file()
 
@@ -124,7 +140,7 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     out = Path(settings.output_dir)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    run = StageRunner(logger, total=N_STAGES + bool(settings.round_trip_top_k))
+    run = StageRunner(logger, total=planned_stages(settings, has_champion=_has_champion(out)))
 
     docs = run.run("documents", stages.read_documents, settings.pdf_dir, work, settings.garbage_pdfs,
                    settings.garbage_threshold, outputs=[work / "documents.jsonl"])
@@ -234,7 +250,8 @@ def guard_and_promotion(
     is_champion = champion is not None and champion.model_fingerprint == fingerprint
     rival = champion if champion is not None and not is_champion else None
     models = {"base": base_path, **({"champion": str(rival.model_path)} if rival else {}), "finetuned": str(model_dir)}
-    run.total += bool(rival) + (len(models) if settings.guard_dataset else 0) + 1
+    if champion is not None and not rival:  # planned for a rival that turned out to be this model
+        run.total -= 1 + bool(settings.guard_dataset)
 
     rows = {"base": metrics["base"]}
     if rival:
