@@ -186,7 +186,8 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     if settings.round_trip_top_k:
         rt_path = out / "train_dataset_round_trip.json"
         rt = run.run("round_trip", stages.round_trip, base["path"], questions.train_dataset,
-                     settings.round_trip_top_k, settings.eval_batch_size, rt_path, outputs=[rt_path])
+                     settings.round_trip_top_k, settings.eval_batch_size, rt_path, outputs=[rt_path],
+                     trust_remote_code=settings.trust_remote_code)
         run.note("round_trip", top_k=settings.round_trip_top_k, kept=rt.report["kept"], dropped=rt.report["dropped"])
         check_datasets(rt.n_train_queries, questions.n_val_queries, settings)
         train_dataset, round_trip = rt.train_dataset, rt.report
@@ -207,7 +208,8 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     metrics = {}
     for side, model_path in (("base", base["path"]), ("finetuned", str(model_dir))):
         name = f"evaluate_{side}"
-        metrics[side] = run.run(name, stages.evaluate, model_path, questions.val_dataset, settings.eval_batch_size)
+        metrics[side] = run.run(name, stages.evaluate, model_path, questions.val_dataset, settings.eval_batch_size,
+                                trust_remote_code=settings.trust_remote_code)
         run.note(name, queries=questions.n_val_queries, ndcg_at_10=round(metrics[side]["cosine_ndcg@10"], 4))
 
     # Issue 4: guard set, champion, promotion and the versioned run folder.
@@ -256,14 +258,15 @@ def guard_and_promotion(
     rows = {"base": metrics["base"]}
     if rival:
         rows["champion"] = run.run("evaluate_champion", stages.evaluate, models["champion"], val_dataset,
-                                   settings.eval_batch_size)
+                                   settings.eval_batch_size, trust_remote_code=settings.trust_remote_code)
         run.note("evaluate_champion", run_id=rival.run_id, ndcg_at_10=round(rows["champion"]["cosine_ndcg@10"], 4))
     rows["finetuned"] = metrics["finetuned"]
     guard: dict[str, dict] = {}
     if settings.guard_dataset:
         for side, path in models.items():
             name = f"guard_{side}"
-            guard[side] = run.run(name, stages.evaluate, path, str(settings.guard_dataset), settings.eval_batch_size)
+            guard[side] = run.run(name, stages.evaluate, path, str(settings.guard_dataset), settings.eval_batch_size,
+                                  trust_remote_code=settings.trust_remote_code)
             run.note(name, ndcg_at_10=round(guard[side]["cosine_ndcg@10"], 4))
 
     ndcg = lambda m: metric_value(m, "ndcg@10") if m else None  # noqa: E731

@@ -335,7 +335,10 @@ def _round_trip_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 
 
 @task(name="round-trip-filter", cache_key_fn=_round_trip_key, persist_result=True)
-def round_trip(base_model_path: str, train_dataset: str, top_k: int, batch_size: int, out_path: Path) -> RoundTripRecord:
+def round_trip(
+    base_model_path: str, train_dataset: str, top_k: int, batch_size: int, out_path: Path,
+    trust_remote_code: bool = False,
+) -> RoundTripRecord:
     """Keep the training questions whose own chunk the base model ranks in the top ``top_k``."""
     from sentence_transformers import SentenceTransformer
 
@@ -343,7 +346,10 @@ def round_trip(base_model_path: str, train_dataset: str, top_k: int, batch_size:
     from tasks.round_trip import round_trip_filter
 
     kept, report = round_trip_filter(
-        QADataset.load(Path(train_dataset)), SentenceTransformer(base_model_path), top_k, batch_size
+        QADataset.load(Path(train_dataset)),
+        SentenceTransformer(base_model_path, trust_remote_code=trust_remote_code),
+        top_k,
+        batch_size,
     )
     kept.save(Path(out_path))
     return RoundTripRecord(str(out_path), len(kept.queries), report.to_dict())
@@ -405,11 +411,11 @@ def _evaluate_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 
 
 @task(name="evaluate", cache_key_fn=_evaluate_key, persist_result=True)
-def evaluate(model_path: str, dataset: str, batch_size: int) -> dict[str, float]:
+def evaluate(model_path: str, dataset: str, batch_size: int, trust_remote_code: bool = False) -> dict[str, float]:
     """Retrieval metrics of one model on one dataset (InformationRetrievalEvaluator)."""
     from tasks.evaluation import evaluate_model
 
-    return evaluate_model(model_path, Path(dataset), batch_size=batch_size)
+    return evaluate_model(model_path, Path(dataset), batch_size=batch_size, trust_remote_code=trust_remote_code)
 
 
 # --- 8. registry and promotion (issue 4) ------------------------------------------------------

@@ -143,6 +143,13 @@ def test_remote_code_only_when_the_user_turns_it_on(tmp_path: Path, load_calls: 
                                 trust_remote_code=True))
     assert load_calls and all(load_calls)
 
+    # The evaluation stage passes the user's choice on too (a custom-code model must load there).
+    from tasks import stages
+
+    load_calls.clear()
+    stages.evaluate.fn(str(tiny), str(_tiny_val_dataset(tmp_path / "val.json")), 8, trust_remote_code=True)
+    assert load_calls == [True]
+
 
 def test_models_are_saved_as_safetensors_only(tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
