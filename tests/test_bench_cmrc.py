@@ -7,35 +7,21 @@ repository; they are skipped when it is absent, unless REQUIRE_SHARED_DATA is se
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from tasks.fileio import sha256_text
+from tests.bench_scripts import load_bench_script
 from tests.tiny_model import make_tiny_st_model
 
 REPO = Path(__file__).resolve().parents[1]
 CMRC_JSON = REPO.parent / "shared" / "data" / "cmrc2018_trial.json"
 
 
-def _load_bench():
-    # bench/ is a folder of scripts, not a package: load the file as a module. It is put in
-    # sys.modules first because dataclasses look their module up there.
-    name = "bench_cmrc_human"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "cmrc_human.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench_script("cmrc_human")
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bench_scripts import load_bench_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_generation", ROOT / "bench" / "generation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_generation"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("generation")
 
 
 def test_table_has_a_row_per_way_with_its_ratio():
