@@ -44,13 +44,17 @@ def file_fingerprint(path: Path) -> str:
     return sha256_file(path) if path.is_file() else "missing"
 
 
-def dir_fingerprint(path: Path) -> str:
-    """Content hash of every file of a folder (a model): names, sizes and bytes."""
+def dir_fingerprint(path: Path, ignore: frozenset[str] = frozenset()) -> str:
+    """Content hash of every file of a folder (a model): names, sizes and bytes.
+
+    ``ignore`` names files (paths relative to the folder) that do not count.
+    """
     path = Path(path)
     if not path.is_dir():
         return "missing"
+    files = (p for p in sorted(path.rglob("*")) if p.is_file())
     return stable_hash(
-        [(p.relative_to(path).as_posix(), file_fingerprint(p)) for p in sorted(path.rglob("*")) if p.is_file()]
+        [(rel, file_fingerprint(p)) for p in files if (rel := p.relative_to(path).as_posix()) not in ignore]
     )
 
 
@@ -58,13 +62,7 @@ def model_fingerprint(path: Path) -> str:
     """Content hash of a model folder without its model card (README.md): the flow writes
     the metrics into the card after evaluating, and the card does not change what the model
     computes, so it must not invalidate cached evaluations or tell two copies apart."""
-    path = Path(path)
-    if not path.is_dir():
-        return "missing"
-    return stable_hash(
-        [(p.relative_to(path).as_posix(), file_fingerprint(p)) for p in sorted(path.rglob("*"))
-         if p.is_file() and p.relative_to(path).as_posix() != "README.md"]
-    )
+    return dir_fingerprint(path, ignore=frozenset({"README.md"}))
 
 
 def _key(task_name: str, modules: tuple[str, ...], *inputs: Any) -> str:
