@@ -62,9 +62,10 @@ log = logging.getLogger("bench.training_recipes")
 RECIPES: dict[str, dict[str, Any]] = {
     "plain": dict(
         filters=False,
-        train=dict(loss_scale=20, no_duplicate_batches=False, keep_best_checkpoint=False),
+        train=dict(loss_scale=20, no_duplicate_batches=False, keep_best_checkpoint=False, hard_negatives=0),
     ),
-    "ours": dict(filters=True, train=dict(loss_scale=100, no_duplicate_batches=True, keep_best_checkpoint=True)),
+    "ours": dict(filters=True, train=dict(loss_scale=100, no_duplicate_batches=True, keep_best_checkpoint=True,
+                                          hard_negatives=0)),
     "ours+neg": dict(filters=True, train=dict(loss_scale=100, hard_negatives=1, keep_best_checkpoint=True)),
     # No training of its own: the model of the last trained row before it, mixed with the base.
     "+alpha": dict(filters=True, interpolate=True, train={}),
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--alpha-guard-passages", type=int, default=40, help="passages of the α-choosing guard set (after those)")
     add("--seed", type=int, default=42)
     add("--epochs", type=int, default=3)
+    add("--questions-per-chunk", type=int, default=Settings().questions_per_chunk,
+        help="questions the LLM was asked per chunk (picks the cached answers; default: the pipeline's)")
     add("--cache-dir", type=Path, default=Path(".cache"))
     add("--base-model", default=ch.DEFAULT_BASE_MODEL)
     add("--rows", default=",".join(["base", *RECIPES]), help="comma-separated rows to run, in order")
@@ -192,6 +195,7 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
     out: Path = args.out
     common = dict(
         seed=args.seed, llm_backend="gguf", cache_dir=args.cache_dir, epochs=args.epochs,
+        questions_per_chunk=args.questions_per_chunk,
         eval_batch_size=args.eval_batch_size, interpolation_alphas=[],
         # Only what the cache holds: a retry would ask the LLM again with another seed.
         generation_retries=0, max_failed_share=1.0,
@@ -235,6 +239,7 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
     guard.save(out / "guard_dataset.json")
     alpha_guard.save(out / "alpha_guard_dataset.json")
     data = {
+        "questions_per_chunk": args.questions_per_chunk,
         "passages": len(passages), "fit_passages": len(fit_passages), "val_passages": len(val_passages),
         "heldout_passages": len(heldout_passages), "guard_passages": len(guard_passages),
         "alpha_guard_passages": len(alpha_guard_passages),

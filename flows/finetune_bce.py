@@ -109,16 +109,22 @@ def planned_stages(settings: Settings, has_champion: bool) -> int:
     """How many stages this run shows as ``[n/total]``: the eight, plus the optional ones.
 
     Optional: the round-trip filter, the guard evaluations (base and fine-tuned), the
-    champion's evaluations when a champion exists, and promotion.
+    champion's evaluations when a champion exists, promotion, and the questions written by
+    people (matching them to chunks, then base, [champion,] fine-tuned).
     """
+    from tasks.human_questions import questions_file
+
     guard = bool(settings.guard_dataset)
-    return N_STAGES + bool(settings.round_trip_top_k) + 2 * guard + has_champion * (1 + guard) + 1
+    human = questions_file(settings.human_questions, Path(settings.pdf_dir)) is not None
+    return (N_STAGES + bool(settings.round_trip_top_k) + 2 * guard + has_champion * (1 + guard) + 1
+            + human * (3 + has_champion))
 
 
-def _has_champion(out: Path) -> bool:
+def _champion_model(out: Path) -> Path | None:
     from tasks.registry import read_champion
 
-    return read_champion(out) is not None
+    champion = read_champion(out)
+    return champion.model_path if champion else None
 
 
 def _model_complete(path: Path) -> bool:
@@ -140,7 +146,8 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     out = Path(settings.output_dir)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    run = StageRunner(logger, total=planned_stages(settings, has_champion=_has_champion(out)))
+    champion = _champion_model(out)  # read before this run may promote itself
+    run = StageRunner(logger, total=planned_stages(settings, has_champion=champion is not None))
 
     docs = run.run("documents", stages.read_documents, settings.pdf_dir, work, settings.garbage_pdfs,
                    settings.garbage_threshold, outputs=[work / "documents.jsonl"])
@@ -215,6 +222,12 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     # Issue 4: guard set, champion, promotion and the versioned run folder.
     metrics, promotion = guard_and_promotion(run, settings, out, base["path"], model_dir,
                                              questions.val_dataset, metrics, trained)
+    # Report only, measured after every choice (epoch, α, promotion) was made without it.
+    human = human_question_rows(run, settings, out, chunks.chunks_path, base["path"], model_dir,
+                                rival=champion if "champion" in metrics else None,
+                                planned_champion=champion is not None)
+    if human:
+        metrics["human"] = human
 
     summary = {
         "output_dir": str(out.resolve()),
@@ -300,6 +313,44 @@ def guard_and_promotion(
     return {**rows, **({"guard": guard} if guard else {})}, promotion
 
 
+def human_question_rows(
+    run: StageRunner, settings: Settings, out: Path, chunks_path: str, base_path: str, model_dir: Path,
+    rival: Path | None, planned_champion: bool,
+) -> dict[str, dict] | None:
+    """Base, [champion,] fine-tuned on the questions people wrote about these PDFs, or None
+    when there is no such file or none of its questions was found in the chunks.
+
+    metrics.json's ``human`` (same labels as ``guard``). Report only: nothing here feeds
+    back into the epoch, α or promotion, which were all decided before this runs.
+    """
+    from tasks.human_questions import questions_file
+
+    path = questions_file(settings.human_questions, Path(settings.pdf_dir))
+    if path is None:
+        return None
+    found = run.run("human_questions", stages.human_questions, str(path), chunks_path, out / "human_dataset.json",
+                    outputs=[out / "human_dataset.json"])
+    run.note("human_questions", file=str(path), questions=found.n_questions, resolved=found.n_resolved,
+             unresolved=len(found.unresolved), on_training_chunks=found.n_on_train_chunks,
+             unresolved_questions=found.unresolved)
+    if found.unresolved:
+        run.logger.warning("%d of %d questions in %s were not found in the chunks (summary.json lists them)",
+                           len(found.unresolved), found.n_questions, path)
+    if not found.dataset:
+        run.total -= 2 + planned_champion
+        return None
+    if planned_champion and rival is None:  # the champion is this run's model
+        run.total -= 1
+    models = {"base": base_path, **({"champion": str(rival)} if rival else {}), "finetuned": str(model_dir)}
+    rows = {}
+    for side, model_path in models.items():
+        name = f"human_{side}"
+        rows[side] = run.run(name, stages.evaluate, model_path, found.dataset, settings.eval_batch_size,
+                             trust_remote_code=settings.trust_remote_code)
+        run.note(name, queries=found.n_resolved, ndcg_at_10=round(rows[side]["cosine_ndcg@10"], 4))
+    return rows
+
+
 # The settings a model card names: what data and training made the model.
 _CARD_SETTINGS = ("profile", "base_model", "pooling", "llm_backend", "llm_model", "chunk_size", "chunk_overlap",
                   "val_ratio", "seed", "epochs", "batch_size", "learning_rate", "warmup_steps", "loss_scale",
@@ -349,16 +400,17 @@ def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -
 
     from tasks.chart import metrics_chart_png
     from tasks.fileio import write_bytes_atomic
-    from tasks.report import metrics_table, render_report
+    from tasks.report import HUMAN_TITLE, human_note, metrics_table, render_report
 
-    validation, guard = validation_rows(metrics), metrics.get("guard")
+    validation, guard, human = validation_rows(metrics), metrics.get("guard"), metrics.get("human")
     promotion = summary.get("promotion")
     files = {
         "metrics.json": json_text(metrics),
         "summary.json": json_text(summary),
         "report.md": render_report(validation, summary, settings.model_dump(mode="json"), guard=guard,
-                                   promotion=promotion, chart="metrics.png"),
-        "metrics.png": metrics_chart_png({"validation set": validation, "guard set": guard or {}}),
+                                   promotion=promotion, chart="metrics.png", human=human),
+        "metrics.png": metrics_chart_png({"validation set": validation, "guard set": guard or {},
+                                          "questions written by people": human or {}}),
     }
     targets = [out]
     if promotion and promotion.get("new_run"):
@@ -373,13 +425,16 @@ def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -
     markdown = f"## Retrieval on the validation set\n\n{metrics_table(validation, vs='champion')}\n"
     if guard:
         markdown += f"\n## Retrieval on the guard set\n\n{metrics_table(guard, vs='champion')}\n"
+    if human:
+        markdown += (f"\n## {HUMAN_TITLE}\n\n{metrics_table(human, vs='champion')}\n\n"
+                     f"_{human_note(summary['stages'].get('human_questions') or {})}_\n")
     if promotion:
         verdict = "promoted" if promotion["promote"] else "not promoted"
         markdown += f"\n**Run `{promotion['run_id']}`: {verdict}** — {promotion['reason']}\n"
     markdown += f"\nChart: `{(out / 'metrics.png').resolve()}`\n\nOutput: `{out.resolve()}`"
     create_markdown_artifact(
         key="finetune-metrics", markdown=markdown,
-        description="Base, champion and fine-tuned model on the validation and guard questions",
+        description="Base, champion and fine-tuned model on the validation, guard and human-written questions",
     )
     # The UI cannot show a local file inline; a link artifact names the chart.
     create_link_artifact(
@@ -417,6 +472,11 @@ def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune
     if metrics.get("guard"):
         print("\nguard set (general questions written by people)")
         print(console_table(metrics["guard"], vs="champion"))
+    if metrics.get("human"):
+        found = result["summary"]["stages"].get("human_questions") or {}
+        print(f"\nquestions written by people about these PDFs ({found.get('resolved')} of {found.get('questions')} "
+              "found in the chunks; report only)")
+        print(console_table(metrics["human"], vs="champion"))
     if promotion:
         verdict = "promoted" if promotion["promote"] else "not promoted"
         print(f"\nrun {promotion['run_id']}: {verdict} — {promotion['reason']}")

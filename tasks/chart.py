@@ -1,6 +1,6 @@
 """A PNG bar chart of the main retrieval metrics: base, fine-tuned, champion.
 
-One panel per dataset (validation, guard), one group of bars per metric, one bar per
+One panel per dataset (validation, guard, questions written by people), one group of bars per metric, one bar per
 model. Pure: returns the PNG's bytes; the flow writes them atomically. Drawn with
 matplotlib's object API and the Agg canvas (no pyplot, no display, no global state).
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tasks.base_model import looks_like_path
 from tasks.errors import PipelineError
+from tasks.human_questions import load_human_questions, questions_file
 from tasks.settings import BUNDLED_E5, BUNDLED_QWEN, Settings
 
 
@@ -40,6 +41,10 @@ def check_settings(settings: Settings) -> None:
             f"--guard-dataset: {guard} does not exist (absolute: {Path(guard).absolute()}); run from the "
             "repository root, pass the path of data/guard/guard_dataset.json, or --guard-dataset none to run without one"
         )
+
+    human = questions_file(settings.human_questions, pdf_dir)
+    if human is not None:
+        load_human_questions(human)  # a bad file fails now, naming itself and the fix, not after training
 
     base = settings.resolved_base_model()
     if base != BUNDLED_E5 and looks_like_path(base) and not Path(base).expanduser().exists():

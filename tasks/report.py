@@ -46,6 +46,8 @@ MAIN_SETTINGS: tuple[str, ...] = (
 
 Rows = Mapping[str, Mapping[str, float]]
 
+HUMAN_TITLE = "Retrieval on questions written by people"
+
 
 def metric_value(metrics: Mapping[str, float], key: str) -> float | None:
     """``key`` (e.g. ``ndcg@10``) from ``metrics``, whatever similarity prefix it carries.
@@ -140,6 +142,7 @@ def render_report(
     guard: Rows | None = None,
     promotion: Mapping[str, Any] | None = None,
     chart: str | None = None,
+    human: Rows | None = None,
 ) -> str:
     """report.md of a run.
 
@@ -153,6 +156,8 @@ def render_report(
         promotion: The promotion record (``tasks.promotion.PromotionDecision.to_dict()``
             plus ``run_id``, ``champion``): a section saying whether the run was promoted and why.
         chart: Path of the metrics chart, relative to the report, to show under the tables.
+        human: ``{model label: metrics}`` on the questions people wrote about these PDFs
+            (``tasks.human_questions``); its counts come from ``stages["human_questions"]``.
     """
     stages: Mapping[str, Mapping[str, Any]] = summary.get("stages") or {}
     parts = ["# Embedding fine-tuning report", ""]
@@ -172,6 +177,9 @@ def render_report(
             metrics_table(guard, MAIN_KEYS, vs="champion"),
             "",
         ]
+    if human:
+        parts += [f"## {HUMAN_TITLE}", "", metrics_table(human, MAIN_KEYS, vs="champion"), "",
+                  *human_lines(stages.get("human_questions") or {}), ""]
     if chart:
         parts += [f"![main metrics: base, fine-tuned, champion]({chart})", ""]
     if promotion:
@@ -215,6 +223,32 @@ def render_report(
         parts.append("")
 
     return "\n".join(parts)
+
+
+def human_note(info: Mapping[str, Any]) -> str:
+    """One sentence on the human-written questions: how many were used, and that they chose nothing.
+
+    >>> human_note({"file": "q.json", "questions": 10, "resolved": 9, "on_training_chunks": 7})
+    '9 of 10 questions in `q.json` were found in the chunks (7 of them in chunks the model was trained on, with LLM questions); report only: they chose no epoch, no α and no promotion.'
+    """
+    where = f" in `{info['file']}`" if info.get("file") else ""
+    trained = info.get("on_training_chunks")
+    seen = (f" ({trained} of them in chunks the model was trained on, with LLM questions)"
+            if trained is not None else "")
+    return (f"{info.get('resolved', '?')} of {info.get('questions', '?')} questions{where} were found in the chunks"
+            f"{seen}; report only: they chose no epoch, no α and no promotion.")
+
+
+def human_lines(info: Mapping[str, Any], limit: int = 20) -> list[str]:
+    """The note under the human-questions table, and the questions not found, with why."""
+    lines = [f"_{human_note(info)}_"]
+    missing = info.get("unresolved_questions") or []
+    if missing:
+        lines += ["", "Not found in the chunks (not evaluated):", ""]
+        lines += [f"- `{u['id']}`: {u['reason']}" for u in missing[:limit]]
+        if len(missing) > limit:
+            lines.append(f"- … and {len(missing) - limit} more (`summary.json` → `stages.human_questions`)")
+    return lines
 
 
 def _promotion_lines(p: Mapping[str, Any]) -> list[str]:

@@ -140,7 +140,13 @@ class Settings(BaseSettings):
     vllm_tensor_parallel_size: int = Field(
         1, gt=0, description="GPUs one vLLM model is split over (tensor parallelism), for models too big for one GPU."
     )
-    questions_per_chunk: int = Field(1, gt=0, description="Questions asked for each chunk.")
+    questions_per_chunk: int = Field(
+        3, gt=0,
+        description=(
+            "Questions asked for each chunk, in one prompt. Three cost about what one does (the prompt "
+            "is most of the tokens) and give twice the usable pairs; see README, 'What we measured'."
+        ),
+    )
     # Filters on what the LLM wrote (applied after the cache, so changing them asks nothing again).
     filter_non_questions: bool = Field(True, description="Drop answers that are not a question (no ？ or ?).")
     max_copied_chars: int = Field(
@@ -231,6 +237,25 @@ class Settings(BaseSettings):
     promotion_min_gain: float = Field(
         0.0, ge=0, description="NDCG@10 points a run must gain over the champion on the validation set, beyond a tie."
     )
+
+    # --- questions people wrote about these PDFs (report only; see tasks/human_questions.py) ---
+    human_questions: str = Field(
+        "auto",
+        description=(
+            "JSON file of questions people wrote about the PDFs, each with a verbatim evidence snippet: base, "
+            "champion and fine-tuned are evaluated on them (report only, chooses nothing). auto: "
+            "<pdf_dir>/human_questions.json if it exists; a path; or none."
+        ),
+    )
+
+    @field_validator("human_questions", mode="before")
+    @classmethod
+    def _human_questions_word(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
+            return "none"
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return str(value)
 
     @field_validator("guard_dataset", mode="before")
     @classmethod

@@ -416,6 +416,57 @@ def evaluate(model_path: str, dataset: str, batch_size: int, trust_remote_code: 
     return evaluate_model(model_path, Path(dataset), batch_size=batch_size, trust_remote_code=trust_remote_code)
 
 
+# --- 7b. questions written by people (report only) ----------------------------------------
+
+
+@dataclass
+class HumanQuestionsRecord:
+    dataset: str | None  # human_dataset.json; None when no question found its chunk
+    n_questions: int
+    n_resolved: int
+    unresolved: list[dict[str, str]]  # {"id", "reason"}
+    n_on_train_chunks: int  # resolved questions whose answer lies in a chunk the model was trained on
+
+
+def _human_questions_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    return _key(
+        "human_questions",
+        ("tasks.human_questions", "tasks.qa_dataset"),
+        file_fingerprint(params["questions_path"]),
+        file_fingerprint(params["chunks_path"]),
+        str(Path(params["out_path"]).resolve()),
+    )
+
+
+@task(name="human-questions", cache_key_fn=_human_questions_key, persist_result=True)
+def human_questions(questions_path: str, chunks_path: str, out_path: Path) -> HumanQuestionsRecord:
+    """Match questions people wrote to the chunks holding their evidence; write the dataset
+    (corpus: every chunk) to ``out_path``, or remove a stale one when none matched."""
+    from tasks.human_questions import load_human_questions, resolve_questions
+
+    train, val = load_chunks_file(chunks_path)
+    result = resolve_questions(load_human_questions(Path(questions_path)), train + val)
+    out_path = Path(out_path)
+    for u in result.unresolved:
+        _logger().info("human question %s not used: %s", u["id"], u["reason"])
+    if result.n_resolved:
+        result.dataset.save(out_path)
+    else:
+        out_path.unlink(missing_ok=True)
+        _logger().warning(
+            "none of the %d questions in %s was found in the chunks: no evaluation on them",
+            result.n_questions, questions_path,
+        )
+    train_ids = {c.chunk_id for c in train}
+    return HumanQuestionsRecord(
+        dataset=str(out_path) if result.n_resolved else None,
+        n_questions=result.n_questions,
+        n_resolved=result.n_resolved,
+        unresolved=result.unresolved,
+        n_on_train_chunks=sum(bool(train_ids & set(d)) for d in result.dataset.relevant_docs.values()),
+    )
+
+
 # --- 8. registry and promotion (issue 4) ------------------------------------------------------
 
 

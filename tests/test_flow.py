@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.report import metric_value
 from tests.sample_pdfs import SAMPLES, first_page_pdf
 from tests.tiny_model import make_tiny_st_model
 
@@ -29,6 +30,17 @@ def _two_small_pdfs(folder: Path) -> None:
         first_page_pdf(src, dest)
 
 
+def _human_questions(folder: Path) -> int:
+    """human_questions.json beside the two PDFs: the shipped questions about their sample PDFs
+    (those about later pages find no chunk) and one naming a PDF that is not there."""
+    shipped = json.loads((REPO / "data" / "pdf" / "human_questions.json").read_text(encoding="utf-8"))
+    renamed = {SAMPLES[0].name: "a.pdf", SAMPLES[1].name: "sub/B.PDF"}
+    questions = [{**q, "source": renamed[q["source"]]} for q in shipped["questions"] if q["source"] in renamed]
+    questions.append({"id": "elsewhere", "question": "谁开发了它？", "evidence": "由韩国Nexon开发", "source": "c.pdf"})
+    (folder / "human_questions.json").write_text(json.dumps({"questions": questions}, ensure_ascii=False), "utf-8")
+    return len(questions)
+
+
 def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows.finetune_bce", *args],
@@ -41,6 +53,7 @@ def two_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("flow")
     pdf_dir = tmp / "pdfs"
     _two_small_pdfs(pdf_dir)
+    n_human = _human_questions(pdf_dir)
     tiny = make_tiny_st_model(tmp / "tiny-model")
     env = {
         **os.environ,
@@ -69,6 +82,7 @@ def two_runs(tmp_path_factory):
     second = _run_cli(args, env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
     second_summary = json.loads((tmp / "out" / "summary.json").read_text())
+    first_summary["n_human_questions"] = n_human
     return tmp / "out", first, first_summary, second, second_summary
 
 
@@ -92,10 +106,11 @@ def test_outputs_follow_the_contract(two_runs):
 
     metrics = json.loads((out / "metrics.json").read_text())
     # Validation set: "base"/"finetuned" ("champion" too once another run was promoted);
-    # the shipped guard set under "guard" with the same labels.
-    assert set(metrics) == {"base", "finetuned", "guard"}
-    assert set(metrics["guard"]) == {"base", "finetuned"}
-    for side in (metrics["base"], metrics["finetuned"], *metrics["guard"].values()):
+    # the shipped guard set under "guard" and the human_questions.json beside the PDFs
+    # under "human", with the same labels.
+    assert set(metrics) == {"base", "finetuned", "guard", "human"}
+    assert set(metrics["guard"]) == set(metrics["human"]) == {"base", "finetuned"}
+    for side in (metrics["base"], metrics["finetuned"], *metrics["guard"].values(), *metrics["human"].values()):
         for key in CONTRACT_METRICS:
             assert 0.0 <= side[key] <= 1.0, key
     assert (out / "metrics.png").read_bytes().startswith(b"\x89PNG")
@@ -105,6 +120,29 @@ def test_outputs_follow_the_contract(two_runs):
     assert "| " in (out / "report.md").read_text()
     assert "Output folder:" in first.stdout
     assert "ndcg@10" in first.stdout
+
+
+def test_questions_written_by_people_are_reported(two_runs):
+    out, first, summary, _, second = two_runs
+    human = json.loads((out / "human_dataset.json").read_text())
+    assert set(human) == {"queries", "corpus", "relevant_docs", "mode"}
+    val = json.loads((out / "val_dataset.json").read_text())
+    assert set(human["corpus"]) == set(val["corpus"])  # every chunk, train and validation
+    found = summary["stages"]["human_questions"]
+    assert found["questions"] == summary["n_human_questions"]
+    assert found["resolved"] == len(human["queries"]) > 0
+    assert found["unresolved"] == found["questions"] - found["resolved"] >= 1
+    assert "elsewhere" in [u["id"] for u in found["unresolved_questions"]]
+    for side in ("human_base", "human_finetuned"):
+        assert summary["stages"][side]["queries"] == found["resolved"]
+    assert second["stages"]["human_questions"]["cached"] is True
+
+    report = (out / "report.md").read_text()
+    section = report.split("## Retrieval on questions written by people", 1)[1]
+    ndcg = [metric_value(summary["metrics"]["human"][m], "ndcg@10") for m in ("base", "finetuned")]
+    assert f"| ndcg@10 | {ndcg[0]:.4f} | {ndcg[1]:.4f} |" in section
+    assert "report only" in section and "`elsewhere`: no chunk comes from c.pdf" in section
+    assert "questions written by people about these PDFs" in first.stdout
 
 
 def test_model_folder_loads_offline_with_its_prompts(two_runs):

@@ -93,7 +93,7 @@ def test_missing_base_model_names_the_flag_the_path_and_the_fix(tmp_path):
     "n_train_chunks, n_val_chunks, batch_size, message",
     [
         (10, 0, 8, "the validation split has no chunks: add PDFs or raise --val-ratio"),
-        (3, 2, 8, "3 training chunks give at most 3 pairs, fewer than --batch-size 8"),
+        (2, 2, 8, "2 training chunks give at most 6 pairs, fewer than --batch-size 8"),
     ],
 )
 def test_unusable_chunks_fail_before_generation(n_train_chunks, n_val_chunks, batch_size, message):
