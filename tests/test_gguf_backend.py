@@ -228,7 +228,8 @@ def test_real_batched_generation_writes_questions():
         "长城始建于春秋战国时期，秦朝统一后连接成万里长城，明朝时大规模重修，总长度超过两万公里。",
         "\n大熊猫主要生活在中国四川、陕西和甘肃的山区，以竹子为主要食物，是中国的国宝。",  # no prefix match
     ]
-    settings = Settings(llm_backend="gguf", llm_parallel=2, llm_threads=1, llm_max_tokens=48)
+    # The prompts must ask for as many questions as the writer's shared prefix says.
+    settings = Settings(llm_backend="gguf", llm_parallel=2, llm_threads=1, llm_max_tokens=48, questions_per_chunk=1)
     done = []
     with GGUFWriter.from_settings(settings) as writer:
         raws = writer.complete([build_prompt(settings.prompt_template, c, 1) for c in chunks], on_progress=done.append)
