@@ -413,7 +413,10 @@ def evaluate(model_path: str, dataset: str, batch_size: int, trust_remote_code: 
     """Retrieval metrics of one model on one dataset (InformationRetrievalEvaluator)."""
     from tasks.evaluation import evaluate_model
 
-    return evaluate_model(model_path, Path(dataset), batch_size=batch_size, trust_remote_code=trust_remote_code)
+    # The log names the set: val_dataset.json → "val", guard_dataset.json → "guard", ….
+    name = Path(dataset).stem.removesuffix("_dataset") or "val"
+    return evaluate_model(model_path, Path(dataset), batch_size=batch_size, trust_remote_code=trust_remote_code,
+                          name=name)
 
 
 # --- 7b. questions written by people (report only) ----------------------------------------
