@@ -212,12 +212,8 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
              best_checkpoint=trained.get("best_checkpoint"), best_val_ndcg=trained.get("best_val_ndcg"),
              alpha=trained.get("alpha"), alpha_results=trained.get("alpha_results") or [])
 
-    metrics = {}
-    for side, model_path in (("base", base["path"]), ("finetuned", str(model_dir))):
-        name = f"evaluate_{side}"
-        metrics[side] = run.run(name, stages.evaluate, model_path, questions.val_dataset, settings.eval_batch_size,
-                                trust_remote_code=settings.trust_remote_code)
-        run.note(name, queries=questions.n_val_queries, ndcg_at_10=round(metrics[side]["cosine_ndcg@10"], 4))
+    metrics = evaluate_models(run, "evaluate", {"base": base["path"], "finetuned": str(model_dir)},
+                              questions.val_dataset, settings, queries=questions.n_val_queries)
 
     # Issue 4: guard set, champion, promotion and the versioned run folder.
     metrics, promotion = guard_and_promotion(run, settings, out, base["path"], model_dir,
@@ -240,6 +236,23 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     write_outputs(out, metrics, summary, settings)
     publish_run_artifacts(summary)  # stage timings, links to the model and report (Prefect UI)
     return {"metrics": metrics, "summary": summary}
+
+
+def evaluate_models(
+    run: StageRunner, prefix: str, models: dict[str, str], dataset: str | Path, settings: Settings, **counts: Any,
+) -> dict[str, dict]:
+    """The ``evaluate`` stage for each model on one dataset, as stages ``<prefix>_<side>``.
+
+    Returns ``{side: metrics}`` in the order given; each stage's summary gets ``counts`` and
+    its NDCG@10.
+    """
+    rows = {}
+    for side, path in models.items():
+        name = f"{prefix}_{side}"
+        rows[side] = run.run(name, stages.evaluate, str(path), str(dataset), settings.eval_batch_size,
+                             trust_remote_code=settings.trust_remote_code)
+        run.note(name, **counts, ndcg_at_10=round(rows[side]["cosine_ndcg@10"], 4))
+    return rows
 
 
 def guard_and_promotion(
@@ -270,17 +283,10 @@ def guard_and_promotion(
 
     rows = {"base": metrics["base"]}
     if rival:
-        rows["champion"] = run.run("evaluate_champion", stages.evaluate, models["champion"], val_dataset,
-                                   settings.eval_batch_size, trust_remote_code=settings.trust_remote_code)
-        run.note("evaluate_champion", run_id=rival.run_id, ndcg_at_10=round(rows["champion"]["cosine_ndcg@10"], 4))
+        rows.update(evaluate_models(run, "evaluate", {"champion": models["champion"]}, val_dataset, settings,
+                                    run_id=rival.run_id))
     rows["finetuned"] = metrics["finetuned"]
-    guard: dict[str, dict] = {}
-    if settings.guard_dataset:
-        for side, path in models.items():
-            name = f"guard_{side}"
-            guard[side] = run.run(name, stages.evaluate, path, str(settings.guard_dataset), settings.eval_batch_size,
-                                  trust_remote_code=settings.trust_remote_code)
-            run.note(name, ndcg_at_10=round(guard[side]["cosine_ndcg@10"], 4))
+    guard = evaluate_models(run, "guard", models, settings.guard_dataset, settings) if settings.guard_dataset else {}
 
     ndcg = lambda m: metric_value(m, "ndcg@10") if m else None  # noqa: E731
     if is_champion:
@@ -342,13 +348,7 @@ def human_question_rows(
     if planned_champion and rival is None:  # the champion is this run's model
         run.total -= 1
     models = {"base": base_path, **({"champion": str(rival)} if rival else {}), "finetuned": str(model_dir)}
-    rows = {}
-    for side, model_path in models.items():
-        name = f"human_{side}"
-        rows[side] = run.run(name, stages.evaluate, model_path, found.dataset, settings.eval_batch_size,
-                             trust_remote_code=settings.trust_remote_code)
-        run.note(name, queries=found.n_resolved, ndcg_at_10=round(rows[side]["cosine_ndcg@10"], 4))
-    return rows
+    return evaluate_models(run, "human", models, found.dataset, settings, queries=found.n_resolved)
 
 
 # The settings a model card names: what data and training made the model.
