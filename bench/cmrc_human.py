@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,31 @@ def build_documents(passages: Sequence[Passage]) -> list[Document]:
         )
         for p in passages
     ]
+
+
+def titled_chunks(chunks: Sequence[Chunk], passages: Sequence[Passage]) -> list[Chunk]:
+    """Each chunk with its passage's title on a line before its text (a "contextual chunk
+    header"); the chunk id stays, so relevance computed on the plain chunks still holds.
+
+    A chunk from the middle of an article often never names its subject ("体长可达50公分"),
+    while a person's question does ("黄鳍紫鱼体长多少？"). With the title in front, both the
+    question writer and the embedding model see what the chunk is about.
+
+    Example::
+
+        >>> p = Passage("e1", "黄鳍紫鱼", ("体长可达50公分。",), ())
+        >>> titled_chunks([Chunk("c1", p.doc_id, "e1", 1, "体长可达50公分。")], [p])[0].text
+        '黄鳍紫鱼\\n体长可达50公分。'
+    """
+    titles = {p.doc_id: p.title for p in passages}
+    return [replace(c, text=f"{titles[c.doc_id]}\n{c.text}") if titles.get(c.doc_id) else c for c in chunks]
+
+
+def titled_dataset(dataset: QADataset, chunks: Sequence[Chunk]) -> QADataset:
+    """``dataset`` with its corpus texts taken from ``chunks`` (by chunk id), e.g. titled ones."""
+    text = {c.chunk_id: c.text for c in chunks}
+    corpus = {cid: text.get(cid, t) for cid, t in dataset.corpus.items()}
+    return QADataset(queries=dataset.queries, corpus=corpus, relevant_docs=dataset.relevant_docs)
 
 
 def split_passages(passages: Sequence[Passage], heldout_ratio: float, seed: int) -> tuple[list[Passage], list[Passage]]:
@@ -468,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=42, help="split, generation and training seed (default: %(default)s)")
     add("--chunk-size", type=int, default=300, help="SentenceSplitter tokens (default: %(default)s)")
     add("--chunk-overlap", type=int, default=30, help="SentenceSplitter overlap (default: %(default)s)")
+    add("--chunk-titles", action="store_true",
+        help="put each passage's title on a line before each of its chunks: in what the LLM is asked about, "
+             "what is trained on and what is searched (relevance is still found on the plain chunks)")
     add("--llm-backend", default="gguf", choices=["gguf", "openai", "vllm", "extractive"],
         help="question writer (default: %(default)s)")
     add("--llm-model", default=None, help="model for the backend (default: the backend's, e.g. the bundled GGUF)")
@@ -578,6 +606,9 @@ def _run(
         train_ids = {p.doc_id for p in train_passages}
         train_chunks = [c for c in chunks if c.doc_id in train_ids]
         heldout_chunks = [c for c in chunks if c.doc_id not in train_ids]
+        # What the LLM, training and search see; relevance is found on the plain chunks.
+        shown = titled_chunks(chunks, passages) if args.chunk_titles else chunks
+        train_shown = [c for c in shown if c.doc_id in train_ids]
     print(
         f"{len(passages)} passages → {len(chunks)} chunks; train {len(train_passages)} passages / "
         f"{len(train_chunks)} chunks, held out {len(heldout_passages)} passages / {len(heldout_chunks)} chunks",
@@ -585,11 +616,12 @@ def _run(
     )
     with timer("questions (train chunks)"):
         train_ds, gen_stats = synthetic_train_dataset(
-            train_chunks, settings, writer_factory, show_progress=not args.no_progress
+            train_shown, settings, writer_factory, show_progress=not args.no_progress
         )
         train_ds.save(out / "train_dataset.json")
     with timer("human benchmark"):
         bench = human_benchmark(heldout_passages, heldout_chunks)
+        bench.dataset = titled_dataset(bench.dataset, shown)
         bench.dataset.save(out / "human_heldout_dataset.json")
     n_pairs, n_queries = len(train_ds.pairs()), len(bench.dataset.queries)
     if not n_queries:
@@ -615,7 +647,7 @@ def _run(
     if args.unfiltered:
         with timer("questions, unfiltered"):
             raw_ds, raw_stats = synthetic_train_dataset(
-                train_chunks, unfiltered_settings(settings), writer_factory, show_progress=not args.no_progress
+                train_shown, unfiltered_settings(settings), writer_factory, show_progress=not args.no_progress
             )
             raw_ds.save(out / "train_dataset_unfiltered.json")
         extra["unfiltered_generation"] = raw_stats.to_dict()
@@ -636,7 +668,7 @@ def _run(
               file=sys.stderr)
         sources.append((f"round-trip k={k}: ", out / f"train_dataset_round_trip_k{k}.json", len(kept.pairs())))
     if args.human_train:
-        human_train = human_benchmark(train_passages, train_chunks).dataset
+        human_train = titled_dataset(human_benchmark(train_passages, train_chunks).dataset, shown)
         human_train.save(out / "human_train_dataset.json")
         sources.append(("human-train: ", out / "human_train_dataset.json", len(human_train.pairs())))
     with tempfile.TemporaryDirectory(prefix="bench-cmrc-") as tmp:
@@ -670,6 +702,7 @@ def _run(
             "train_chunks": len(train_chunks),
             "heldout_chunks": len(heldout_chunks),
             "train_pairs": n_pairs,
+            "chunk_titles": args.chunk_titles,
             "human_questions_total": bench.n_questions,
             "human_queries": n_queries,
             "human_dropped": bench.dropped,

@@ -104,9 +104,32 @@ def no_llm(settings: Settings):
     )
 
 
-def guard_benchmark(passages: Sequence[ch.Passage], settings: Settings) -> ch.HumanBenchmark:
+def guard_benchmark(passages: Sequence[ch.Passage], settings: Settings, titles: bool = False) -> ch.QADataset:
+    """The human questions of ``passages`` against their chunks (titled ones with ``titles``)."""
     chunks = ch.chunk_documents(ch.build_documents(passages), settings.chunk_size, settings.chunk_overlap)
-    return ch.human_benchmark(passages, chunks)
+    dataset = ch.human_benchmark(passages, chunks).dataset
+    return ch.titled_dataset(dataset, ch.titled_chunks(chunks, passages)) if titles else dataset
+
+
+def heldout_benchmark(
+    eval_on: str,
+    fit_passages: Sequence[ch.Passage],
+    fit_chunks: Sequence[ch.Chunk],
+    heldout_passages: Sequence[ch.Passage],
+    heldout_chunks: Sequence[ch.Chunk],
+) -> ch.HumanBenchmark:
+    """The human questions every row is measured on; never trained on in either case.
+
+    ``unseen-passages``: questions about passages no row trained on (does the tuning carry
+    over to other documents?). ``trained-passages``: questions about the passages whose
+    chunks the synthetic questions were written for, searched among those chunks: what the
+    pipeline does, where the model is tuned on the documents it will later search.
+    """
+    if eval_on == "trained-passages":
+        return ch.human_benchmark(fit_passages, fit_chunks)
+    if eval_on == "unseen-passages":
+        return ch.human_benchmark(heldout_passages, heldout_chunks)
+    raise ValueError(f"eval_on must be unseen-passages or trained-passages, not {eval_on!r}")
 
 
 def table_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -160,7 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--alpha-guard-passages", type=int, default=40, help="passages of the α-choosing guard set (after those)")
     add("--extra-train-passages", type=int, default=0,
         help="more passages to train on, taken after the α-guard ones (never held out, validated or guarded)")
+    add("--eval-on", choices=("unseen-passages", "trained-passages"), default="unseen-passages",
+        help="whose human questions are the held-out set: those of passages never trained on (default), or "
+             "those of the passages the synthetic questions were written for, as in the pipeline, where the "
+             "model is tuned on the documents it will search (the human questions are never trained on)")
+    add("--chunk-titles", action="store_true",
+        help="put each passage's title on a line before each of its chunks, everywhere: what the LLM was asked "
+             "about (bench/cmrc_human.py --chunk-titles fills the cache), what is trained on and searched")
     add("--seed", type=int, default=42)
+    add("--train-seed", type=int, default=None,
+        help="seed of the training rows only (batch order, hard-negative sampling); the split and the cached "
+             "questions keep --seed. Rerun a row with other values to see how far it moves by chance "
+             "(default: --seed)")
     add("--epochs", type=int, default=3)
     add("--questions-per-chunk", type=int, default=Settings().questions_per_chunk,
         help="questions the LLM was asked per chunk (picks the cached answers; default: the pipeline's)")
@@ -235,6 +269,12 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
     fit_chunks = [c for c in chunks if c.doc_id in ids["fit"]]
     val_chunks = [c for c in chunks if c.doc_id in ids["val"]]
     heldout_chunks = [c for c in chunks if c.doc_id in ids["heldout"]]
+    # Relevance is found on the plain chunks (their offsets in the passage); titles come after.
+    heldout = heldout_benchmark(args.eval_on, fit_passages, fit_chunks, heldout_passages, heldout_chunks).dataset
+    if args.chunk_titles:
+        all_passages = passages + extra_passages
+        heldout = ch.titled_dataset(heldout, ch.titled_chunks(chunks, all_passages))
+        fit_chunks, val_chunks = ch.titled_chunks(fit_chunks, all_passages), ch.titled_chunks(val_chunks, all_passages)
     # The cache was filled for all train passages' chunks by bench/cmrc_human.py.
     datasets: dict[str, Path] = {}
     for tag, settings in (("filtered", filtered), ("unfiltered", unfiltered)):
@@ -244,14 +284,13 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
         log.info("%s train pairs: %d (cache hits %d, dropped %s)", tag, len(ds.pairs()), stats.cache_hits, stats.dropped)
     val_ds, _ = ch.synthetic_train_dataset(val_chunks, filtered, no_llm, show_progress=False)
     val_ds.save(out / "val_dataset.json")
-    heldout = ch.human_benchmark(heldout_passages, heldout_chunks).dataset
-    guard = guard_benchmark(guard_passages, filtered).dataset
-    alpha_guard = guard_benchmark(alpha_guard_passages, filtered).dataset
+    guard = guard_benchmark(guard_passages, filtered, args.chunk_titles)
+    alpha_guard = guard_benchmark(alpha_guard_passages, filtered, args.chunk_titles)
     heldout.save(out / "human_heldout_dataset.json")
     guard.save(out / "guard_dataset.json")
     alpha_guard.save(out / "alpha_guard_dataset.json")
     data = {
-        "questions_per_chunk": args.questions_per_chunk,
+        "questions_per_chunk": args.questions_per_chunk, "eval_on": args.eval_on, "chunk_titles": args.chunk_titles,
         "passages": len(passages), "extra_train_passages": len(extra_passages),
         "fit_passages": len(fit_passages), "val_passages": len(val_passages),
         "heldout_passages": len(heldout_passages), "guard_passages": len(guard_passages),
@@ -313,7 +352,8 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
                 }
             else:
                 recipe = RECIPES[name]
-                cfg = Settings(**{**common, **recipe["train"]})
+                train_seed = args.seed if args.train_seed is None else args.train_seed
+                cfg = Settings(**{**common, **recipe["train"], "seed": train_seed})
                 model_dir = Path(tmp) / name
                 r = train_model(
                     base_path, datasets["filtered" if recipe["filters"] else "unfiltered"], model_dir, cfg,
@@ -324,7 +364,7 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
                     **measure(SentenceTransformer(str(model_dir))),
                     "training": {k: getattr(r, k) for k in ("steps", "n_pairs", "seconds", "loss", "learning_rate",
                                                             "hard_negatives", "best_checkpoint", "best_val_ndcg")},
-                    "settings": recipe["train"],
+                    "settings": recipe["train"], "train_seed": train_seed,
                 }
             log.info("%s: %s", name, {k: v for k, v in results[name].items() if k in ("heldout", "guard", "alpha")})
             save()

@@ -247,6 +247,25 @@ def test_bench_runs_end_to_end_with_the_extractive_writer(cmrc_passages, tmp_pat
     assert again["generation"]["requests_sent"] == 0
     assert again["generation"]["cache_hits"] == data["train_chunks"]
 
+    # --chunk-titles: the LLM is asked about titled chunks (new cache entries), and the
+    # same questions are searched among titled chunks.
+    assert bench.main(
+        [
+            "--n-passages", "6", "--llm-backend", "extractive", "--cache-dir", str(tmp_path / "cache"),
+            "--base-model", str(base), "--config", "epochs=1,batch_size=2", "--out", str(tmp_path / "out3"),
+            "--no-progress", "--chunk-titles",
+        ]
+    ) == 0
+    titled = json.loads((tmp_path / "out3" / "results.json").read_text(encoding="utf-8"))
+    assert titled["data"]["chunk_titles"] is True
+    assert titled["generation"]["requests_sent"] == data["train_chunks"]
+    titled_human = bench.QADataset.load(tmp_path / "out3" / "human_heldout_dataset.json")
+    assert titled_human.queries == human.queries and titled_human.relevant_docs == human.relevant_docs
+    titles = {p.title for p in cmrc_passages[:6]}
+    for cid, text in titled_human.corpus.items():
+        head, _, body = text.partition("\n")
+        assert head in titles and body == human.corpus[cid]
+
 
 def test_unfiltered_rows_use_the_same_answers_with_every_filter_off(tmp_path: Path) -> None:
     from tasks.records import Chunk
@@ -270,3 +289,17 @@ def test_unfiltered_rows_use_the_same_answers_with_every_filter_off(tmp_path: Pa
     filtered, _ = bench.synthetic_train_dataset(chunks, settings, ExtractiveWriter.from_settings, show_progress=False)
     raw, _ = bench.synthetic_train_dataset(chunks, loose, lambda _: pytest.fail("asked again"), show_progress=False)
     assert len(filtered.pairs()) == 0 and len(raw.pairs()) == 1
+
+
+def test_titled_chunks_keep_their_ids_and_the_benchmark_its_relevance(few) -> None:
+    chunks = bench.chunk_documents(bench.build_documents(few), 300, 30)
+    plain = bench.human_benchmark(few, chunks).dataset
+    titled_chunks = bench.titled_chunks(chunks, few)
+    titled = bench.titled_dataset(plain, titled_chunks)
+    title = {p.doc_id: p.title for p in few}
+    assert [c.chunk_id for c in titled_chunks] == [c.chunk_id for c in chunks]
+    for c, t in zip(chunks, titled_chunks):
+        assert t.text == f"{title[c.doc_id]}\n{c.text}"
+        assert titled.corpus[c.chunk_id] == t.text
+    assert titled.queries == plain.queries and titled.relevant_docs == plain.relevant_docs
+    assert plain.corpus[chunks[0].chunk_id] == chunks[0].text  # the original is left alone

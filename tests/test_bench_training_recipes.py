@@ -33,3 +33,34 @@ def test_the_bench_never_starts_an_llm() -> None:
 
     with pytest.raises(bench.NotCachedError, match="not in the generation cache"):
         bench.no_llm(bench.Settings())
+
+
+def test_heldout_questions_are_about_trained_or_unseen_passages_as_asked() -> None:
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    cmrc = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmrc2018_trial.json"
+    if not cmrc.is_file():
+        if os.environ.get("REQUIRE_SHARED_DATA"):
+            pytest.fail(f"REQUIRE_SHARED_DATA is set but {cmrc} does not exist")
+        pytest.skip(f"CMRC 2018 trial JSON not beside the repository ({cmrc})")
+    ch = bench.ch
+    passages = ch.load_cmrc(cmrc)[:8]
+    chunks = ch.chunk_documents(ch.build_documents(passages), 200, 20)
+    fit, unseen = passages[:4], passages[4:]
+    fit_ids, unseen_ids = {p.doc_id for p in fit}, {p.doc_id for p in unseen}
+    fit_chunks = [c for c in chunks if c.doc_id in fit_ids]
+    unseen_chunks = [c for c in chunks if c.doc_id in unseen_ids]
+    human = {q.qid for p in fit for q in p.questions}
+
+    trained = bench.heldout_benchmark("trained-passages", fit, fit_chunks, unseen, unseen_chunks)
+    other = bench.heldout_benchmark("unseen-passages", fit, fit_chunks, unseen, unseen_chunks)
+
+    assert trained.dataset.queries and set(trained.dataset.queries) <= human
+    assert set(trained.dataset.corpus) == {c.chunk_id for c in fit_chunks}
+    assert not set(other.dataset.queries) & human
+    assert set(other.dataset.corpus) == {c.chunk_id for c in unseen_chunks}
+    with pytest.raises(ValueError, match="eval_on"):
+        bench.heldout_benchmark("everything", fit, fit_chunks, unseen, unseen_chunks)
