@@ -164,7 +164,7 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
 
     chunks = run.run(
         "chunks", stages.chunk, docs.documents_path, plan, settings.chunk_size, settings.chunk_overlap,
-        settings.val_ratio, settings.seed, work, outputs=[work / "chunks.jsonl"],
+        settings.val_ratio, settings.seed, work, settings.chunk_by_section, outputs=[work / "chunks.jsonl"],
     )
     run.note("chunks", train_chunks=chunks.n_train_chunks, val_chunks=chunks.n_val_chunks)
     check_usable(chunks, settings)
@@ -353,6 +353,7 @@ def human_question_rows(
 
 # The settings a model card names: what data and training made the model.
 _CARD_SETTINGS = ("profile", "base_model", "pooling", "llm_backend", "llm_model", "chunk_size", "chunk_overlap",
+                  "chunk_by_section",
                   "val_ratio", "seed", "epochs", "batch_size", "learning_rate", "warmup_steps", "loss_scale",
                   "max_seq_length", "hard_negatives", "cached_loss", "interpolation_alphas",
                   "promotion_guard_margin", "promotion_min_gain")

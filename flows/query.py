@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the pipeline's output folder: champion pointer and index cache (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=defaults["chunk_size"].default)
     parser.add_argument("--chunk-overlap", type=int, default=defaults["chunk_overlap"].default)
+    parser.add_argument("--chunk-by-section", action=argparse.BooleanOptionalAction,
+                        default=defaults["chunk_by_section"].default,
+                        help="chunk as the pipeline's --chunk-by-section does (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and built")
     return parser
 
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.pdf_dir).is_dir():
             raise QueryInputError(f"--pdf-dir: {args.pdf_dir} is not a folder")
         settings = Settings(pdf_dir=args.pdf_dir, output_dir=args.output_dir,
-                            chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+                            chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+                            chunk_by_section=args.chunk_by_section)
         model, origin = resolve_model(args.model, Path(args.output_dir))
     except (QueryInputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

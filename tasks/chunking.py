@@ -14,12 +14,13 @@ from __future__ import annotations
 from llama_index.core import Document as LIDocument
 from llama_index.core.node_parser import SentenceSplitter
 
+from tasks.chunk_sections import document_sections
 from tasks.fileio import sha256_text
-from tasks.records import Chunk, Document
+from tasks.records import Chunk, Document, Page
 
 # Metadata stays out of the text the splitter measures and embeds: it is for
 # provenance, and counting it would shrink every chunk.
-_META_KEYS = ["doc_id", "source", "page"]
+_META_KEYS = ["doc_id", "source", "page", "heading"]
 
 
 def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
@@ -27,18 +28,32 @@ def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
     return sha256_text(f"{doc_id}\n{occurrence}\n{text}")[:32]
 
 
-def chunk_documents(documents: list[Document], chunk_size: int, chunk_overlap: int) -> list[Chunk]:
-    """Chunk every page of every document, in document and page order."""
+def chunk_documents(
+    documents: list[Document], chunk_size: int, chunk_overlap: int, by_section: bool = False
+) -> list[Chunk]:
+    """Chunk every page of every document, in document and page order.
+
+    With ``by_section``, each page is first cut at its headings (:mod:`tasks.chunk_sections`):
+    no chunk runs across a heading, and each chunk starts with its section's heading on a
+    line of its own.
+    """
     splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    pieces: list[tuple[Page, str | None, str]] = []
+    for doc in documents:
+        if by_section:
+            pages = {p.page: p for p in doc.pages}
+            pieces += [(pages[s.page], s.heading, s.text) for s in document_sections(doc)]
+        else:
+            pieces += [(page, None, page.text) for page in doc.pages]
     li_docs = [
         LIDocument(
-            text=page.text,
-            metadata={"doc_id": page.doc_id, "source": page.source, "page": page.page},
+            text=text,
+            metadata={"doc_id": page.doc_id, "source": page.source, "page": page.page,
+                      **({"heading": heading} if heading else {})},
             excluded_embed_metadata_keys=_META_KEYS,
             excluded_llm_metadata_keys=_META_KEYS,
         )
-        for doc in documents
-        for page in doc.pages
+        for page, heading, text in pieces
     ]
     nodes = splitter.get_nodes_from_documents(li_docs)
     chunks: list[Chunk] = []
@@ -48,6 +63,8 @@ def chunk_documents(documents: list[Document], chunk_size: int, chunk_overlap: i
         if not text:
             continue
         meta = node.metadata
+        if meta.get("heading"):
+            text = f"{meta['heading']}\n{text}"
         key = (meta["doc_id"], text)
         occurrence = seen.get(key, 0)
         seen[key] = occurrence + 1

@@ -48,7 +48,7 @@ def index_key(model_fingerprint: str, pdf_hashes: list[tuple[str, str]], setting
     """What the index depends on, hashed: model, PDFs (path, sha256) and chunking settings."""
     reading = [getattr(settings, name, None) for name in ("garbage_pdfs", "garbage_threshold")]
     return stable_hash(["query-index-v1", model_fingerprint, sorted(pdf_hashes),
-                        settings.chunk_size, settings.chunk_overlap, reading])[:16]
+                        settings.chunk_size, settings.chunk_overlap, settings.chunk_by_section, reading])[:16]
 
 
 def open_index(pdf_dir: Path, model_path: str, root: Path, settings: Settings) -> tuple[Any, bool, Path]:
@@ -84,7 +84,7 @@ def build_index(pdf_dir: Path, embed_model: Any, settings: Settings) -> Any:
     reading = {name: getattr(settings, name) for name in ("garbage_pdfs", "garbage_threshold")
                if hasattr(settings, name)}
     docs = load_documents(Path(pdf_dir), logger=logger, **reading).documents
-    chunks = chunk_documents(docs, settings.chunk_size, settings.chunk_overlap)
+    chunks = chunk_documents(docs, settings.chunk_size, settings.chunk_overlap, settings.chunk_by_section)
     nodes = [
         TextNode(id_=c.chunk_id, text=c.text, metadata={"file": c.source, "page": c.page},
                  # Embed the text alone, as in training and evaluation; file and page are provenance.

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     # --- documents and chunking ---------------------------------------------
     chunk_size: int = Field(300, gt=0, description="SentenceSplitter chunk size in tokens.")
     chunk_overlap: int = Field(30, ge=0, description="SentenceSplitter overlap in tokens.")
+    chunk_by_section: bool = Field(
+        False,
+        description="Cut pages at their headings before chunking and put each chunk's heading on a line before it "
+        "(tasks/chunk_sections.py).",
+    )
     val_ratio: float = Field(0.2, gt=0, lt=1, description="Share of documents held out for validation.")
     seed: int = Field(42, description="Seed for the split, generation and training.")
     val_corpus: Literal["all", "val"] = Field(

@@ -175,11 +175,12 @@ class ChunksRecord:
 def _chunks_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     return _key(
         "chunk",
-        ("tasks.chunking", "tasks.split"),
+        ("tasks.chunking", "tasks.chunk_sections", "tasks.split"),
         file_fingerprint(params["documents_path"]),
         params["plan"],
         params["chunk_size"],
         params["chunk_overlap"],
+        params.get("by_section", False),
         params["val_ratio"],
         params["seed"],
         str(Path(params["work_dir"]).resolve()),
@@ -195,12 +196,13 @@ def chunk(
     val_ratio: float,
     seed: int,
     work_dir: Path,
+    by_section: bool = False,
 ) -> ChunksRecord:
     """Chunk every page with SentenceSplitter and tag each chunk train or val."""
     from tasks.chunking import chunk_documents
     from tasks.split import SplitPlan, assign_chunks
 
-    chunks = chunk_documents(load_documents_file(documents_path), chunk_size, chunk_overlap)
+    chunks = chunk_documents(load_documents_file(documents_path), chunk_size, chunk_overlap, by_section)
     train, val = assign_chunks(chunks, SplitPlan(**plan), val_ratio, seed)
     out = Path(work_dir) / "chunks.jsonl"
     write_jsonl_atomic(

@@ -119,3 +119,17 @@ def test_command_line_entry_point(setup):
     bad = subprocess.run([sys.executable, "-m", "flows.query", "x", "--pdf-dir", str(tmp / "nope")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--pdf-dir" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_section_chunking_builds_its_own_index_of_headed_chunks(setup):
+    from tasks.query_index import index_key, open_index
+
+    tmp, pdfs, tiny = setup
+    plain = Settings(chunk_size=120, chunk_overlap=10)
+    by_section = Settings(chunk_size=120, chunk_overlap=10, chunk_by_section=True)
+    assert index_key("m", [("a.pdf", "x")], plain) != index_key("m", [("a.pdf", "x")], by_section)
+    index, built, _ = open_index(pdfs, str(tiny), tmp / "out-sections" / "query_index", by_section)
+    assert built
+    texts = [n.get_content() for n in index.docstore.docs.values()]
+    # The sample PDFs put each CMRC article under its title: section chunks start with one.
+    assert sum(t.split("\n", 1)[0] in ("泡泡战士", "尤金袋鼠", "松平康忠") for t in texts) >= len(texts) // 2
