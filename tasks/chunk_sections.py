@@ -77,22 +77,16 @@ def document_sections(doc: Document) -> list[Section]:
     sections: list[Section] = []
     heading: str | None = None
     for page in sorted(doc.pages, key=lambda p: p.page):
-        lines: list[str] = []
-
-        def close(under: str | None) -> None:
-            text = "\n".join(lines).strip()
-            if text:
-                sections.append(Section(page.page, under, text))
-            lines.clear()
-
+        # Each heading (and the page's end) closes the text gathered under the one before.
+        parts: list[tuple[str | None, list[str]]] = [(heading, [])]
         for line in page.text.split("\n"):
             stripped = line.strip()
             if stripped in skip:
                 continue
             if is_heading(stripped):
-                close(heading)
                 heading = stripped
+                parts.append((heading, []))
             else:
-                lines.append(line)
-        close(heading)
+                parts[-1][1].append(line)
+        sections += [Section(page.page, h, t) for h, lines in parts if (t := "\n".join(lines).strip())]
     return sections

@@ -30,3 +30,15 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def cmrc_json() -> Path:
+    """The CMRC 2018 trial file beside the repository; its tests are skipped when it is
+    absent, unless REQUIRE_SHARED_DATA is set (then absence fails, so CI cannot pass by skipping)."""
+    path = REPO.parent / "shared" / "data" / "cmrc2018_trial.json"
+    if not path.is_file():
+        if os.environ.get("REQUIRE_SHARED_DATA"):
+            pytest.fail(f"REQUIRE_SHARED_DATA is set but {path} does not exist")
+        pytest.skip(f"CMRC 2018 trial JSON not beside the repository ({path})")
+    return path

@@ -8,7 +8,6 @@ repository; they are skipped when it is absent, unless REQUIRE_SHARED_DATA is se
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,14 @@ from tasks.fileio import sha256_text
 from tests.bench_scripts import load_bench_script
 from tests.tiny_model import make_tiny_st_model
 
-REPO = Path(__file__).resolve().parents[1]
-CMRC_JSON = REPO.parent / "shared" / "data" / "cmrc2018_trial.json"
 
 
 bench = load_bench_script("cmrc_human")
 
 
 @pytest.fixture(scope="module")
-def cmrc_passages() -> list:
-    if not CMRC_JSON.is_file():
-        if os.environ.get("REQUIRE_SHARED_DATA"):
-            pytest.fail(f"REQUIRE_SHARED_DATA is set but {CMRC_JSON} does not exist")
-        pytest.skip(f"CMRC 2018 trial JSON not beside the repository ({CMRC_JSON})")
-    return bench.load_cmrc(CMRC_JSON)
+def cmrc_passages(cmrc_json: Path) -> list:
+    return bench.load_cmrc(cmrc_json)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +34,8 @@ def few(cmrc_passages) -> list:
 # --- documents and chunks ------------------------------------------------------------
 
 
-def test_one_document_per_entry_with_the_passage_as_its_page(few) -> None:
-    raw = json.loads(CMRC_JSON.read_text(encoding="utf-8"))["data"][:8]
+def test_one_document_per_entry_with_the_passage_as_its_page(few, cmrc_json: Path) -> None:
+    raw = json.loads(cmrc_json.read_text(encoding="utf-8"))["data"][:8]
     docs = bench.build_documents(few)
     assert [d.source for d in docs] == [e["id"] for e in raw]
     for doc, entry in zip(docs, raw):

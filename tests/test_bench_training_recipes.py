@@ -35,19 +35,11 @@ def test_the_bench_never_starts_an_llm() -> None:
         bench.no_llm(bench.Settings())
 
 
-def test_heldout_questions_are_about_trained_or_unseen_passages_as_asked() -> None:
-    import os
-    from pathlib import Path
-
+def test_heldout_questions_are_about_trained_or_unseen_passages_as_asked(cmrc_json) -> None:
     import pytest
 
-    cmrc = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmrc2018_trial.json"
-    if not cmrc.is_file():
-        if os.environ.get("REQUIRE_SHARED_DATA"):
-            pytest.fail(f"REQUIRE_SHARED_DATA is set but {cmrc} does not exist")
-        pytest.skip(f"CMRC 2018 trial JSON not beside the repository ({cmrc})")
     ch = bench.ch
-    passages = ch.load_cmrc(cmrc)[:8]
+    passages = ch.load_cmrc(cmrc_json)[:8]
     chunks = ch.chunk_documents(ch.build_documents(passages), 200, 20)
     fit, unseen = passages[:4], passages[4:]
     fit_ids, unseen_ids = {p.doc_id for p in fit}, {p.doc_id for p in unseen}
