@@ -73,7 +73,8 @@ DEFAULT_CONFIGS = ("loss_scale=20", "loss_scale=100")
 
 # Only what changes training may differ between configs: the training set and the
 # benchmark are built once, so a chunking or generation setting here would be ignored.
-TRAIN_FIELDS = ("epochs", "batch_size", "learning_rate", "warmup_steps", "max_seq_length", "loss_scale", "seed")
+TRAIN_FIELDS = ("epochs", "batch_size", "learning_rate", "warmup_steps", "max_seq_length", "loss_scale", "seed",
+                "hard_negatives", "hard_negative_miner", "hard_negative_skip_top", "cached_loss", "mini_batch_size")
 
 # (InformationRetrievalEvaluator key, column title) of the table, in order.
 TABLE_METRICS = (("cosine_ndcg@10", "NDCG@10"), ("cosine_accuracy@1", "Acc@1"), ("cosine_mrr@10", "MRR@10"))

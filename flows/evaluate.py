@@ -5,9 +5,11 @@
     python -m flows.evaluate --help
 
 Each model (a folder, or an id sentence-transformers can load from its cache) ranks
-every chunk of the dataset for every question; the first model is the baseline of
-the "change" column. The metrics are written as ``{model: {metric: value}}`` JSON,
-by default beside the dataset as ``<dataset stem>_metrics.json``.
+every chunk of the dataset for every question, and so does BM25 over the same chunks
+(the keyword index a user would otherwise deploy; ``--no-bm25`` leaves it out). The
+last model is compared with the first and with BM25. The metrics are written as
+``{model: {metric: value}}`` JSON (BM25 under ``bm25``), by default beside the dataset
+as ``<dataset stem>_metrics.json``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=Settings.model_fields["eval_batch_size"].default, metavar="N",
         help="texts per encoding batch (default: %(default)s)",
     )
+    parser.add_argument("--bm25", action=argparse.BooleanOptionalAction, default=True,
+                        help="also rank with BM25 over the same chunks (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what sentence-transformers does")
     return parser
 
@@ -114,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     results: dict[str, dict[str, float]] = {}
+    if args.bm25:
+        from tasks.retrieval.lexical import BM25Index
+        from tasks.retrieval.metrics import metrics_from_scores, question_order
+
+        index = BM25Index.build(list(dataset.corpus), list(dataset.corpus.values()))
+        results["bm25"] = metrics_from_scores(
+            dataset, index.score_matrix([dataset.queries[q] for q in question_order(dataset)]), "bm25")
     for model in args.model:
         print(f"evaluating {model} …", file=sys.stderr)
         try:
@@ -124,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
     write_json_atomic(output, results)
     print()
-    print(console_table(results))
+    first, last = args.model[0], args.model[-1]
+    changes = [(last, first)] if last != first else []
+    print(console_table(results, changes=[*changes, (last, "bm25")] if args.bm25 else None))
     print(f"\nMetrics written to {output}")
     return 0
 

@@ -212,16 +212,16 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
              best_checkpoint=trained.get("best_checkpoint"), best_val_ndcg=trained.get("best_val_ndcg"),
              alpha=trained.get("alpha"), alpha_results=trained.get("alpha_results") or [])
 
-    metrics = evaluate_models(run, "evaluate", {"base": base["path"], "finetuned": str(model_dir)},
-                              questions.val_dataset, settings, queries=questions.n_val_queries)
+    grids = evaluate_models(run, "evaluate", {"base": base["path"], "finetuned": str(model_dir)},
+                            questions.val_dataset, settings, queries=questions.n_val_queries)
 
     # Issue 4: guard set, champion, promotion and the versioned run folder.
     metrics, promotion = guard_and_promotion(run, settings, out, base["path"], model_dir,
-                                             questions.val_dataset, metrics, trained)
-    # Report only, measured after every choice (epoch, α, promotion) was made without it.
+                                             questions.val_dataset, grids, trained)
+    # Report only, measured after every choice (epoch, α, promotion, retriever) was made without it.
     human = human_question_rows(run, settings, out, chunks.chunks_path, base["path"], model_dir,
                                 rival=champion if "champion" in metrics else None,
-                                planned_champion=champion is not None)
+                                planned_champion=champion is not None, shipped=promotion["retriever"])
     if human:
         metrics["human"] = human
 
@@ -240,29 +240,61 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
 
 def evaluate_models(
     run: StageRunner, prefix: str, models: dict[str, str], dataset: str | Path, settings: Settings, **counts: Any,
-) -> dict[str, dict]:
+) -> dict[str, dict[str, dict]]:
     """The ``evaluate`` stage for each model on one dataset, as stages ``<prefix>_<side>``.
 
-    Returns ``{side: metrics}`` in the order given; each stage's summary gets ``counts`` and
-    its NDCG@10.
+    Returns ``{side: {retriever label: metrics}}`` in the order given (every retriever of
+    ``settings.retriever_candidates()``: BM25, the fusions, dense, RRF); each stage's summary
+    gets ``counts`` and the dense and BM25 NDCG@10.
     """
-    rows = {}
+    from tasks.report import metric_value
+
+    retrievers = [spec.to_dict() for spec in settings.retriever_candidates()]
+    set_name = Path(dataset).stem.removesuffix("_dataset") or "val"
+    grids = {}
     for side, path in models.items():
         name = f"{prefix}_{side}"
-        rows[side] = run.run(name, stages.evaluate, str(path), str(dataset), settings.eval_batch_size,
-                             trust_remote_code=settings.trust_remote_code)
-        run.note(name, **counts, ndcg_at_10=round(rows[side]["cosine_ndcg@10"], 4))
+        grids[side] = run.run(name, stages.evaluate, str(path), str(dataset), settings.eval_batch_size, retrievers,
+                              trust_remote_code=settings.trust_remote_code, set_name=set_name, label=side)
+        run.note(name, **counts, ndcg_at_10=round(metric_value(grids[side]["dense"], "ndcg@10"), 4),
+                 bm25_ndcg_at_10=round(metric_value(grids[side]["bm25"], "ndcg@10"), 4))
+    return grids
+
+
+def table_rows(grids: dict[str, dict[str, dict]], shipped: dict[str, Any] | None = None) -> dict[str, dict]:
+    """The rows of one table: ``bm25``, each model's dense row (base, [champion,] finetuned)
+    and, with ``shipped`` (the retriever record), the shipped retriever on this dataset."""
+    rows = {"bm25": next(iter(grids.values()))["bm25"], **{side: grid["dense"] for side, grid in grids.items()}}
+    if shipped is not None and shipped["model"] in grids:
+        rows["shipped"] = grids[shipped["model"]][shipped["label"]]
     return rows
+
+
+def ship_retriever(grids: dict[str, dict[str, dict]], serving: str, model_path: str, settings: Settings) -> dict:
+    """The retriever to ship with the ``serving`` model, chosen on the validation ``grids``:
+    BM25 alone, the dense model alone, or a fusion. Its record names the spec, the model
+    and every candidate's validation NDCG@10."""
+    from tasks.report import metric_value
+    from tasks.retrieval.retriever import choose
+
+    candidates = settings.retriever_candidates()
+    spec = choose(grids[serving], candidates)
+    return {**spec.to_dict(), "label": spec.label, "description": spec.describe(), "model": serving,
+            "model_path": str(Path(model_path).resolve()),
+            "validation_ndcg@10": {s.label: round(metric_value(grids[serving][s.label], "ndcg@10"), 4)
+                                   for s in candidates}}
 
 
 def guard_and_promotion(
     run: StageRunner, settings: Settings, out: Path, base_path: str, model_dir: Path, val_dataset: str,
-    metrics: dict, trained: dict,
+    grids: dict, trained: dict,
 ) -> tuple[dict, dict]:
-    """Evaluate on the guard set and against the champion, decide, and keep the run.
+    """Evaluate on the guard set and against the champion, decide, choose the retriever to
+    ship, and keep the run.
 
-    Returns metrics.json's content — ``base``, [``champion``,] ``finetuned`` on the
-    validation set and ``guard`` with the same labels — and the promotion record.
+    Returns metrics.json's content — ``bm25``, ``base``, [``champion``,] ``finetuned`` and
+    ``shipped`` on the validation set, ``guard`` with the same labels, ``retriever`` — and
+    the promotion record.
     """
     from datetime import datetime, timezone
 
@@ -281,12 +313,14 @@ def guard_and_promotion(
     if champion is not None and not rival:  # planned for a rival that turned out to be this model
         run.total -= 1 + bool(settings.guard_dataset)
 
-    rows = {"base": metrics["base"]}
+    val_grids = {"base": grids["base"]}
     if rival:
-        rows.update(evaluate_models(run, "evaluate", {"champion": models["champion"]}, val_dataset, settings,
-                                    run_id=rival.run_id))
-    rows["finetuned"] = metrics["finetuned"]
-    guard = evaluate_models(run, "guard", models, settings.guard_dataset, settings) if settings.guard_dataset else {}
+        val_grids.update(evaluate_models(run, "evaluate", {"champion": models["champion"]}, val_dataset, settings,
+                                         run_id=rival.run_id))
+    val_grids["finetuned"] = grids["finetuned"]
+    guard_grids = evaluate_models(run, "guard", models, settings.guard_dataset, settings) if settings.guard_dataset else {}
+    rows = table_rows(val_grids)
+    guard = table_rows(guard_grids) if guard_grids else {}
 
     ndcg = lambda m: metric_value(m, "ndcg@10") if m else None  # noqa: E731
     if is_champion:
@@ -299,9 +333,18 @@ def guard_and_promotion(
             incumbent=f"champion (run {rival.run_id})" if rival else "base model",
         )
     now_champion = run_id if decision.promote or is_champion else (champion.run_id if champion else None)
+    serving = "finetuned" if decision.promote or is_champion else "champion" if rival else "base"
+    retriever = ship_retriever(val_grids, serving, models[serving], settings)
+    rows, guard = table_rows(val_grids, retriever), table_rows(guard_grids, retriever) if guard_grids else {}
     promotion = {**decision.to_dict(), "run_id": run_id, "run_dir": f"runs/{run_id}", "new_run": known_run is None,
-                 "champion": now_champion}
+                 "champion": now_champion, "retriever": retriever}
+    run.logger.info("shipped retriever: %s with the %s model (validation NDCG@10 %.4f; BM25 alone %.4f)",
+                    retriever["description"], serving, retriever["validation_ndcg@10"][retriever["label"]],
+                    retriever["validation_ndcg@10"]["bm25"])
 
+    # The retriever this run's model ships with whenever it is the champion (card and run record).
+    own_retriever = retriever if serving == "finetuned" else ship_retriever(val_grids, "finetuned", str(model_dir),
+                                                                             settings)
     # The card goes in before the model is copied into runs/<id>/, so the copy carries it.
     update_model_card(model_dir, card_section(
         run_id=run_id,
@@ -309,19 +352,21 @@ def guard_and_promotion(
               "validation questions": len(_json(val_dataset)["queries"]),
               "guard set": str(settings.guard_dataset) if settings.guard_dataset else "none"},
         settings={k: v for k, v in settings.model_dump(mode="json").items() if k in _CARD_SETTINGS},
-        validation=rows, guard=guard or None, promotion=promotion,
+        validation=rows, guard=guard or None, promotion=promotion, retriever=own_retriever,
     ))
     record = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "base_model": settings.resolved_base_model(),
-              "scores": {"validation_ndcg@10": ndcg(rows["finetuned"]), "guard_ndcg@10": ndcg(guard.get("finetuned"))}}
+              "scores": {"validation_ndcg@10": ndcg(rows["finetuned"]), "guard_ndcg@10": ndcg(guard.get("finetuned"))},
+              # What flows.query searches with once this run is the champion: its model and this retriever.
+              "retriever": {k: v for k, v in own_retriever.items() if k != "model_path"}}
     run.run("promotion", stages.register_and_promote, out, run_id, model_dir, fingerprint, decision.promote, record)
     run.note("promotion", run_id=run_id, promoted=decision.promote, reason=decision.reason)
-    return {**rows, **({"guard": guard} if guard else {})}, promotion
+    return {**rows, **({"guard": guard} if guard else {}), "retriever": retriever}, promotion
 
 
 def human_question_rows(
     run: StageRunner, settings: Settings, out: Path, chunks_path: str, base_path: str, model_dir: Path,
-    rival: Path | None, planned_champion: bool,
+    rival: Path | None, planned_champion: bool, shipped: dict | None = None,
 ) -> dict[str, dict] | None:
     """Base, [champion,] fine-tuned on the questions people wrote about these PDFs, or None
     when there is no such file or none of its questions was found in the chunks.
@@ -348,14 +393,16 @@ def human_question_rows(
     if planned_champion and rival is None:  # the champion is this run's model
         run.total -= 1
     models = {"base": base_path, **({"champion": str(rival)} if rival else {}), "finetuned": str(model_dir)}
-    return evaluate_models(run, "human", models, found.dataset, settings, queries=found.n_resolved)
+    return table_rows(evaluate_models(run, "human", models, found.dataset, settings, queries=found.n_resolved),
+                      shipped)
 
 
 # The settings a model card names: what data and training made the model.
 _CARD_SETTINGS = ("profile", "base_model", "pooling", "llm_backend", "llm_model", "chunk_size", "chunk_overlap",
                   "chunk_by_section",
                   "val_ratio", "seed", "epochs", "batch_size", "learning_rate", "warmup_steps", "loss_scale",
-                  "max_seq_length", "hard_negatives", "cached_loss", "interpolation_alphas",
+                  "max_seq_length", "hard_negatives", "hard_negative_miner", "cached_loss", "interpolation_alphas",
+                  "bm25_tokenizer", "fusion_weights",
                   "promotion_guard_margin", "promotion_min_gain")
 
 
@@ -365,9 +412,13 @@ def _json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+TABLE_ROWS = ("bm25", "base", "champion", "finetuned", "shipped")
+
+
 def validation_rows(metrics: dict) -> dict:
-    """The validation-set columns of metrics.json, in table order (base, champion, fine-tuned)."""
-    return {k: metrics[k] for k in ("base", "champion", "finetuned") if k in metrics}
+    """The validation-set columns of metrics.json, in table order (BM25, base, champion,
+    fine-tuned, shipped)."""
+    return {k: metrics[k] for k in TABLE_ROWS if k in metrics}
 
 
 def publish_generation_report(out: Path, stats: dict, round_trip: dict | None) -> None:
@@ -401,7 +452,7 @@ def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -
 
     from tasks.chart import metrics_chart_png
     from tasks.fileio import write_bytes_atomic
-    from tasks.report import HUMAN_TITLE, human_note, metrics_table, render_report
+    from tasks.report import COMPARISONS, HUMAN_TITLE, human_note, metrics_table, render_report, retriever_lines
 
     validation, guard, human = validation_rows(metrics), metrics.get("guard"), metrics.get("human")
     promotion = summary.get("promotion")
@@ -409,7 +460,8 @@ def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -
         "metrics.json": json_text(metrics),
         "summary.json": json_text(summary),
         "report.md": render_report(validation, summary, settings.model_dump(mode="json"), guard=guard,
-                                   promotion=promotion, chart="metrics.png", human=human),
+                                   promotion=promotion, chart="metrics.png", human=human,
+                                   retriever=metrics.get("retriever")),
         "metrics.png": metrics_chart_png({"validation set": validation, "guard set": guard or {},
                                           "questions written by people": human or {}}),
     }
@@ -423,12 +475,14 @@ def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -
             else:
                 write_text_atomic(folder / name, content)
 
-    markdown = f"## Retrieval on the validation set\n\n{metrics_table(validation, vs='champion')}\n"
+    markdown = f"## Retrieval on the validation set\n\n{metrics_table(validation, changes=COMPARISONS)}\n"
     if guard:
-        markdown += f"\n## Retrieval on the guard set\n\n{metrics_table(guard, vs='champion')}\n"
+        markdown += f"\n## Retrieval on the guard set\n\n{metrics_table(guard, changes=COMPARISONS)}\n"
     if human:
-        markdown += (f"\n## {HUMAN_TITLE}\n\n{metrics_table(human, vs='champion')}\n\n"
+        markdown += (f"\n## {HUMAN_TITLE}\n\n{metrics_table(human, changes=COMPARISONS)}\n\n"
                      f"_{human_note(summary['stages'].get('human_questions') or {})}_\n")
+    if metrics.get("retriever"):
+        markdown += "\n## Shipped retriever\n\n" + "\n".join(retriever_lines(metrics["retriever"], validation)) + "\n"
     if promotion:
         verdict = "promoted" if promotion["promote"] else "not promoted"
         markdown += f"\n**Run `{promotion['run_id']}`: {verdict}** — {promotion['reason']}\n"
@@ -452,7 +506,7 @@ def json_text(obj: Any) -> str:
 
 def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune_bce) -> int:
     from flows.settings_cli import SettingsError, build_parser, settings_from_args
-    from tasks.report import console_table
+    from tasks.report import COMPARISONS, console_table
 
     parser = build_parser("python -m flows.finetune_bce", __doc__.splitlines()[0])
     args = parser.parse_args(argv)
@@ -469,15 +523,19 @@ def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune
         return 1
     metrics, promotion = result["metrics"], result["summary"].get("promotion")
     print()
-    print(console_table(validation_rows(metrics), vs="champion"))
+    print(console_table(validation_rows(metrics), changes=COMPARISONS))
     if metrics.get("guard"):
         print("\nguard set (general questions written by people)")
-        print(console_table(metrics["guard"], vs="champion"))
+        print(console_table(metrics["guard"], changes=COMPARISONS))
     if metrics.get("human"):
         found = result["summary"]["stages"].get("human_questions") or {}
         print(f"\nquestions written by people about these PDFs ({found.get('resolved')} of {found.get('questions')} "
               "found in the chunks; report only)")
-        print(console_table(metrics["human"], vs="champion"))
+        print(console_table(metrics["human"], changes=COMPARISONS))
+    if metrics.get("retriever"):
+        r = metrics["retriever"]
+        print(f"\nshipped retriever: {r['description']}" + (f" + the {r['model']} model" if r["kind"] != "bm25" else "")
+              + " (chosen on the validation questions; `python -m flows.query` searches with it)")
     if promotion:
         verdict = "promoted" if promotion["promote"] else "not promoted"
         print(f"\nrun {promotion['run_id']}: {verdict} — {promotion['reason']}")

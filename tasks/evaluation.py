@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from tasks.qa_dataset import QADataset
+from tasks.retrieval.retriever import RetrieverSpec
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
-
-ACCURACY_AT_K = [1, 3, 5, 10]
-PRECISION_RECALL_AT_K = [1, 3, 5, 10]
-MRR_AT_K = [10]
-NDCG_AT_K = [10]
-MAP_AT_K = [100]
 
 
 def evaluate_model(
@@ -70,27 +67,14 @@ def evaluate_loaded_model(
     model: SentenceTransformer, dataset: QADataset, batch_size: int = 32, name: str = "val"
 ) -> dict[str, float]:
     """Like :func:`evaluate_model` for a model already in memory (e.g. right after training)."""
-    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from tasks.retrieval.metrics import ir_evaluator
 
-    if not any(dataset.relevant_docs.values()):
-        raise ValueError("the dataset has no questions with relevant chunks to evaluate on")
-    evaluator = InformationRetrievalEvaluator(
-        queries=dataset.queries,
-        corpus=dataset.corpus,
-        relevant_docs={qid: set(cids) for qid, cids in dataset.relevant_docs.items()},
-        accuracy_at_k=ACCURACY_AT_K,
-        precision_recall_at_k=PRECISION_RECALL_AT_K,
-        mrr_at_k=MRR_AT_K,
-        ndcg_at_k=NDCG_AT_K,
-        map_at_k=MAP_AT_K,
-        batch_size=batch_size,
-        show_progress_bar=True,
-        name=name,
+    evaluator = ir_evaluator(
+        dataset, batch_size, name,
         # Passed explicitly so what is prepended does not hang on encode_query's
         # fallback rules (e.g. a default_prompt_name); empty prompts mean no prefix.
         query_prompt=model.prompts.get("query") or None,
         corpus_prompt=model.prompts.get("document") or None,
-        write_csv=False,
     )
     logger.info(
         "evaluating on %d questions against %d chunks (%s)", len(evaluator.queries), len(evaluator.corpus), name
@@ -99,3 +83,56 @@ def evaluate_loaded_model(
     raw = evaluator(model, output_path=None)
     prefix = f"{name}_" if name else ""
     return {key.removeprefix(prefix): float(value) for key, value in raw.items()}
+
+
+def evaluate_retrievers(
+    model_path: str,
+    dataset: Path | QADataset,
+    specs: list[RetrieverSpec],
+    batch_size: int = 32,
+    name: str = "val",
+    *,
+    trust_remote_code: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Metrics of every retriever in ``specs`` built from ``model_path`` and BM25 over the
+    dataset's corpus: ``{spec.label: metrics}``.
+
+    The model embeds the questions and chunks once; BM25 (with the specs' tokenizer)
+    indexes the same chunks; every spec is a ranking of those two score matrices
+    (:func:`tasks.retrieval.retriever.combine`). The ``dense`` entry carries the
+    ``cosine_`` keys of :func:`evaluate_model`, with the same values.
+    """
+    from tasks.retrieval.retriever import score_grid
+
+    if not isinstance(dataset, QADataset):
+        dataset = QADataset.load(Path(dataset))
+    tokenizers = {s.tokenizer for s in specs}
+    if len(tokenizers) != 1:
+        raise ValueError(f"one BM25 tokenizer per evaluation, got {sorted(tokenizers)}")
+    evaluator, dense, lexical = retrieval_scores(model_path, dataset, tokenizers.pop(), batch_size, name,
+                                                 trust_remote_code=trust_remote_code)
+    logger.info("evaluating %d retrievers on %d questions against %d chunks (%s)",
+                len(specs), len(evaluator.queries), len(evaluator.corpus), name)
+    grid = score_grid(dataset, dense, lexical, specs, evaluator)
+    if "dense" in grid:  # the cosine_ keys every earlier table and metrics.json used
+        grid["dense"] = {k.replace("dense_", "cosine_", 1): v for k, v in grid["dense"].items()}
+    return grid
+
+
+def retrieval_scores(
+    model_path: str, dataset: QADataset, tokenizer: str = "char", batch_size: int = 32, name: str = "val",
+    *, trust_remote_code: bool = False,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(evaluator, dense scores, BM25 scores) of every question (rows, the evaluator's order)
+    against every chunk (columns, the corpus order): what every retriever is ranked from."""
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.retrieval.lexical import BM25Index
+    from tasks.retrieval.metrics import dense_scores, ir_evaluator
+
+    model = SentenceTransformer(model_path, trust_remote_code=trust_remote_code)
+    evaluator = ir_evaluator(dataset, batch_size, name, query_prompt=model.prompts.get("query") or None,
+                             corpus_prompt=model.prompts.get("document") or None)
+    dense = dense_scores(model, dataset, batch_size, evaluator)
+    lexical = BM25Index.build(evaluator.corpus_ids, evaluator.corpus, tokenizer).score_matrix(evaluator.queries)
+    return evaluator, dense, lexical

@@ -1,4 +1,4 @@
-"""Hard negatives for question/chunk pairs, mined with the base model.
+"""Hard negatives for question/chunk pairs, mined with the base model or with BM25.
 
 In-batch negatives are mostly easy: random chunks about other things. A *hard* negative
 is a chunk the base model ranks high for a question although it is not the question's
@@ -84,8 +84,10 @@ def mine_negatives(
     skip_top: int,
     margin: float,
     batch_size: int = 32,
+    miner: str = "dense",
+    tokenizer: str = "char",
 ) -> tuple[list[list[str]], MiningStats]:
-    """Hard negatives for each question, ranked by ``model`` among ``corpus``.
+    """Hard negatives for each question, ranked by ``model`` (or BM25) among ``corpus``.
 
     Args:
         model: The base model (its ``query``/``document`` prompts are used).
@@ -93,6 +95,11 @@ def mine_negatives(
         positives: For each question, the texts relevant to it (all excluded).
         corpus: Candidate texts (the training chunks).
         n_negatives, skip_top, margin: See :func:`select_negatives`.
+        miner: ``dense`` ranks the candidates with ``model``; ``bm25`` with a BM25 index
+            (``tokenizer``'s tokens) over them: chunks that share the question's words
+            but do not answer it, which is where a keyword index goes wrong and a dense
+            model can learn to do better. The margin is a cosine distance and does not
+            apply to BM25 scores; a lexical negative may outscore the positive.
 
     Returns:
         For each question its negatives (texts, hardest first), and counts.
@@ -106,9 +113,17 @@ def mine_negatives(
     n = min(n_negatives, len(texts) - max(len(ps) for ps in positives))
     if n < n_negatives:
         logger.warning("only %d texts besides the positives: %d hard negatives per pair instead of %d", len(texts), n, n_negatives)
-    q = model.encode_query(list(queries), batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
-    d = model.encode_document(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
-    sims = (q @ d.T).cpu().tolist()
+    if miner == "bm25":
+        from tasks.retrieval.lexical import BM25Index
+
+        sims = BM25Index.build([str(i) for i in range(len(texts))], texts, tokenizer).score_matrix(list(queries)).tolist()
+        margin = float("-inf")
+    elif miner == "dense":
+        q = model.encode_query(list(queries), batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
+        d = model.encode_document(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
+        sims = (q @ d.T).cpu().tolist()
+    else:
+        raise ValueError(f"unknown hard-negative miner {miner!r}; choose dense or bm25")
     out: list[list[str]] = []
     filled = 0
     for row, pos in zip(sims, positives):
@@ -116,5 +131,6 @@ def mine_negatives(
         out.append([texts[i] for i in chosen])
         filled += n_filled
     stats = MiningStats(rows=len(out), negatives_per_row=n, filled=filled)
-    logger.info("mined %d hard negatives per pair for %d pairs (%d filled in below the guards)", n, len(out), filled)
+    logger.info("mined %d hard negatives per pair for %d pairs with %s (%d filled in below the guards)",
+                n, len(out), miner, filled)
     return out, stats

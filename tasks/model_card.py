@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.fileio import write_text_atomic
-from tasks.report import Rows, metrics_table
+from tasks.report import COMPARISONS, Rows, metrics_table, retriever_lines
 
 BEGIN = "<!-- bce-finetune:begin -->"
 END = "<!-- bce-finetune:end -->"
@@ -33,6 +33,7 @@ def card_section(
     validation: Rows,
     guard: Rows | None,
     promotion: Mapping[str, Any] | None,
+    retriever: Mapping[str, Any] | None = None,
 ) -> str:
     """Markdown of the pipeline's card section (markers included)."""
     parts = [BEGIN, "## bce-finetune run", ""]
@@ -40,14 +41,18 @@ def card_section(
         parts += [f"Run `{run_id}`.", ""]
     if data:
         parts += ["### Data", "", *(f"- {k}: {v}" for k, v in data.items()), ""]
-    parts += ["### Retrieval on the domain validation set", "", metrics_table(validation), ""]
+    changes = COMPARISONS if "bm25" in validation else None
+    parts += ["### Retrieval on the domain validation set", "", metrics_table(validation, changes=changes), ""]
+    if retriever:
+        # How to search with this model as the pipeline measured it: alone, or fused with BM25.
+        parts += ["### Retriever", "", *retriever_lines(retriever), ""]
     if guard:
         parts += [
             "### Retrieval on the guard set",
             "",
             "General Chinese questions written by people (CMRC 2018, CC BY-SA 4.0; `data/guard/`).",
             "",
-            metrics_table(guard),
+            metrics_table(guard, changes=changes),
             "",
         ]
     if promotion:

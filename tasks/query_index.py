@@ -5,14 +5,20 @@ The PDFs are read and chunked by the pipeline's own code (``tasks.documents``,
 evaluated on; each node keeps its file and page. The index is persisted under
 ``<root>/<key>/``, where the key hashes the model (its files, without the card), the
 PDFs (their content hashes) and the reading and chunking settings: a changed model or
-document set builds a new index, an unchanged one is loaded. It is written to a hidden
-folder and renamed into place, so a crash never leaves half an index to load.
+document set builds a new index, an unchanged one is loaded. A BM25 index of the same
+chunks is persisted beside the vectors (``bm25-<tokenizer>/``), so BM25 and hybrid
+search load as fast as dense search. It is written to a hidden folder and renamed into
+place, so a crash never leaves half an index to load.
+
+:class:`Searcher` ranks with the retriever a run shipped (``tasks.retrieval``): the same
+:func:`~tasks.retrieval.retriever.combine` over the same scores as the evaluation.
 
 Example::
 
     >>> index, built, where = open_index(Path("data/pdf"), "outputs/finetune_bce/current",
     ...                                  Path("outputs/finetune_bce/query_index"), Settings())
-    >>> for hit in search(index, "尤金袋鼠分布在哪里？", top_k=3):
+    >>> searcher = Searcher(index, RetrieverSpec.hybrid(0.4), load_bm25(index, RetrieverSpec.hybrid(0.4)))
+    >>> for hit in searcher.search("尤金袋鼠分布在哪里？", top_k=3):
     ...     print(hit.score, hit.file, hit.page)
 """
 
@@ -24,10 +30,16 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from tasks.fileio import fsync_dir, fsync_tree, sha256_file, stable_hash
+from tasks.retrieval.lexical import TOKENIZERS, BM25Index
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.retrieval.retriever import RetrieverSpec
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +59,7 @@ class Hit:
 def index_key(model_fingerprint: str, pdf_hashes: list[tuple[str, str]], settings: Settings) -> str:
     """What the index depends on, hashed: model, PDFs (path, sha256) and chunking settings."""
     reading = [getattr(settings, name, None) for name in ("garbage_pdfs", "garbage_threshold")]
-    return stable_hash(["query-index-v1", model_fingerprint, sorted(pdf_hashes),
+    return stable_hash(["query-index-v2", model_fingerprint, sorted(pdf_hashes),
                         settings.chunk_size, settings.chunk_overlap, settings.chunk_by_section, reading])[:16]
 
 
@@ -67,10 +79,12 @@ def open_index(pdf_dir: Path, model_path: str, root: Path, settings: Settings) -
                                          embed_batch_size=settings.eval_batch_size)
     if (where / "docstore.json").is_file():
         storage = StorageContext.from_defaults(persist_dir=str(where))
-        return load_index_from_storage(storage, embed_model=embed), False, where
-    index = build_index(pdf_dir, embed, settings)
-    _persist_atomic(index, where)
-    return index, True, where
+        index, built = load_index_from_storage(storage, embed_model=embed), False
+    else:
+        index, built = build_index(pdf_dir, embed, settings), True
+        _persist_atomic(index, where)
+    index.persist_dir = str(where)  # where load_bm25 finds the keyword index beside the vectors
+    return index, built, where
 
 
 def build_index(pdf_dir: Path, embed_model: Any, settings: Settings) -> Any:
@@ -95,16 +109,79 @@ def build_index(pdf_dir: Path, embed_model: Any, settings: Settings) -> Any:
     return VectorStoreIndex(nodes, embed_model=embed_model)
 
 
-def search(index: Any, question: str, top_k: int = 5) -> list[Hit]:
-    """The ``top_k`` chunks closest to ``question``, best first."""
-    retriever = index.as_retriever(similarity_top_k=top_k)
-    hits = []
-    for rank, result in enumerate(retriever.retrieve(question), 1):
-        meta = result.node.metadata
-        hits.append(Hit(rank=rank, score=float(result.score or 0.0), file=str(meta.get("file", "?")),
-                        page=int(meta.get("page", 0)), chunk_id=result.node.node_id,
-                        text=result.node.get_content()))
-    return hits
+class Searcher:
+    """Search the chunks of an index with one retriever (:class:`RetrieverSpec`): BM25, the
+    dense model, or the two fused, exactly as the evaluation ranked them.
+
+    Everything is loaded once — the chunks, their stored vectors, the BM25 index — so many
+    questions cost one query embedding each (or one batch for :meth:`search_many`).
+    """
+
+    def __init__(self, index: Any, retriever: RetrieverSpec | None = None, bm25: BM25Index | None = None):
+        from tasks.retrieval.retriever import RetrieverSpec
+
+        self.index = index
+        self.retriever = retriever or RetrieverSpec("dense")
+        nodes = index.docstore.docs
+        self.bm25 = bm25 or (BM25Index.build(list(nodes), [n.get_content() for n in nodes.values()],
+                                             self.retriever.tokenizer) if self.retriever.uses_bm25 else None)
+        self.chunk_ids = self.bm25.chunk_ids if self.bm25 is not None else list(nodes)
+        self.nodes = [nodes[c] for c in self.chunk_ids]
+        self._vectors = None
+
+    def _dense(self, questions: list[str]) -> np.ndarray:
+        """Cosine of each question to every chunk, as the evaluation computes it: the model's
+        query prompt and similarity over the vectors stored in the index."""
+        import torch
+
+        if self._vectors is None:
+            stored = self.index.vector_store.data.embedding_dict
+            self._vectors = torch.tensor([stored[c] for c in self.chunk_ids], dtype=torch.float32)
+        model = self.index._embed_model._model
+        q = model.encode_query(questions, batch_size=self.index._embed_model.embed_batch_size, convert_to_tensor=True,
+                               show_progress_bar=False)
+        return model.similarity(q, self._vectors.to(q.device)).cpu().numpy()
+
+    def scores(self, questions: list[str]) -> np.ndarray:
+        """The retriever's score of every chunk (columns: :attr:`chunk_ids`) for each question."""
+        from tasks.retrieval.retriever import combine
+
+        dense = self._dense(questions) if self.retriever.uses_dense else None
+        lexical = self.bm25.score_matrix(questions) if self.retriever.uses_bm25 else None
+        return combine(self.retriever, dense, lexical)
+
+    def search_many(self, questions: list[str], top_k: int = 5) -> list[list[Hit]]:
+        """The ``top_k`` chunks of each question, best first (ties: the lower chunk id first)."""
+        if not questions:
+            return []
+        results = []
+        for row in self.scores(list(questions)):
+            order = sorted(range(len(row)), key=lambda i: (-float(row[i]), self.chunk_ids[i]))[:top_k]
+            results.append([self._hit(rank, i, float(row[i])) for rank, i in enumerate(order, 1)])
+        return results
+
+    def search(self, question: str, top_k: int = 5) -> list[Hit]:
+        return self.search_many([question], top_k)[0]
+
+    def _hit(self, rank: int, i: int, score: float) -> Hit:
+        node = self.nodes[i]
+        meta = node.metadata
+        return Hit(rank=rank, score=score, file=str(meta.get("file", "?")), page=int(meta.get("page", 0)),
+                   chunk_id=node.node_id, text=node.get_content())
+
+
+def search(index: Any, question: str, top_k: int = 5, retriever: RetrieverSpec | None = None) -> list[Hit]:
+    """The ``top_k`` chunks for ``question``, best first (dense unless ``retriever`` says otherwise)."""
+    return Searcher(index, retriever, load_bm25(index, retriever)).search(question, top_k)
+
+
+def load_bm25(index: Any, retriever: RetrieverSpec | None) -> BM25Index | None:
+    """The BM25 index persisted beside ``index`` for ``retriever``'s tokenizer, if there is one."""
+    folder = getattr(index, "persist_dir", None)
+    if retriever is None or not retriever.uses_bm25 or folder is None:
+        return None
+    where = Path(folder) / f"bm25-{retriever.tokenizer}"
+    return BM25Index.load(where) if (where / "chunk_ids.json").is_file() else None
 
 
 def _persist_atomic(index: Any, where: Path) -> None:
@@ -112,6 +189,11 @@ def _persist_atomic(index: Any, where: Path) -> None:
     tmp = where.parent / f".{where.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         index.storage_context.persist(persist_dir=str(tmp))
+        # The keyword index of the same chunks, for BM25 and hybrid search (one per tokenizer).
+        nodes = index.docstore.docs
+        for tokenizer in TOKENIZERS:
+            BM25Index.build(list(nodes), [n.get_content() for n in nodes.values()], tokenizer).save(
+                tmp / f"bm25-{tokenizer}")
         fsync_tree(tmp)
         if where.exists():  # another process built the same index meanwhile: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)

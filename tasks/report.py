@@ -48,6 +48,10 @@ Rows = Mapping[str, Mapping[str, float]]
 
 HUMAN_TITLE = "Retrieval on questions written by people"
 
+# The change columns of the pipeline's tables: what training did (against the base model
+# and the champion), and what the shipped retriever adds to a plain keyword index.
+COMPARISONS: tuple[tuple[str, str], ...] = (("finetuned", "base"), ("finetuned", "champion"), ("shipped", "bm25"))
+
 
 def metric_value(metrics: Mapping[str, float], key: str) -> float | None:
     """``key`` (e.g. ``ndcg@10``) from ``metrics``, whatever similarity prefix it carries.
@@ -77,44 +81,52 @@ def format_change(first: float | None, last: float | None) -> str:
     return f"{points + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
 
 
+Comparisons = Sequence[tuple[str, str]]
+
+
 def table_cells(
-    rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None
+    rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None, changes: Comparisons | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """Header and body cells shared by the markdown and the console tables.
 
-    ``vs`` names a model column to add a second change column for (last model minus it),
-    e.g. the champion.
+    Without ``changes`` the change column is the last model minus the first, and ``vs``
+    names a model column to add a second change column for (last model minus it), e.g.
+    the champion. ``changes`` lists ``(model, against)`` pairs instead: one column
+    ``model vs against (pts)`` for each pair whose two models are both in ``rows``.
     """
     models = list(rows)
-    with_change = len(models) > 1
-    with_vs = vs is not None and vs in rows and vs not in (models[0], models[-1])
-    header = ["metric", *models, *([CHANGE_HEADER] if with_change else []), *([f"vs {vs} (pts)"] if with_vs else [])]
+    if changes is None:
+        pairs = [(models[-1], models[0], CHANGE_HEADER)] if len(models) > 1 else []
+        if vs is not None and vs in rows and vs not in (models[0], models[-1]):
+            pairs.append((models[-1], vs, f"vs {vs} (pts)"))
+    else:
+        pairs = [(new, old, f"{new} vs {old} (pts)") for new, old in changes if new in rows and old in rows]
+    header = ["metric", *models, *(title for _, _, title in pairs)]
     body = []
     for key in keys:
-        values = [metric_value(rows[m], key) for m in models]
-        cells = [key, *("–" if v is None else f"{v:.4f}" for v in values)]
-        if with_change:
-            cells.append(format_change(values[0], values[-1]))
-        if with_vs:
-            cells.append(format_change(metric_value(rows[vs], key), values[-1]))
+        values = {m: metric_value(rows[m], key) for m in models}
+        cells = [key, *("–" if v is None else f"{v:.4f}" for v in values.values())]
+        cells += [format_change(values[old], values[new]) for new, old, _ in pairs]
         body.append(cells)
     return header, body
 
 
-def metrics_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None) -> str:
-    """A markdown table: one row per metric, one column per model, and the change.
+def metrics_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None,
+                  changes: Comparisons | None = None) -> str:
+    """A markdown table: one row per metric, one column per model, and the changes.
 
     With a single model there is nothing to compare and no change column.
     """
     if not rows:
         return "_no metrics_"
-    header, body = table_cells(rows, keys, vs)
+    header, body = table_cells(rows, keys, vs, changes)
     lines = [_md_row(header), "|---|" + "---:|" * (len(header) - 1)]
     lines += [_md_row(cells) for cells in body]
     return "\n".join(lines)
 
 
-def console_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None) -> str:
+def console_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = None,
+                  changes: Comparisons | None = None) -> str:
     """The same table as plain text with aligned columns, for the terminal.
 
     >>> print(console_table({"base": {"mrr@10": 0.5}, "finetuned": {"mrr@10": 0.6}}, keys=("mrr@10",)))
@@ -123,7 +135,7 @@ def console_table(rows: Rows, keys: Sequence[str] = MAIN_KEYS, vs: str | None = 
     """
     if not rows:
         return "(no metrics)"
-    header, body = table_cells(rows, keys, vs)
+    header, body = table_cells(rows, keys, vs, changes)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -143,6 +155,7 @@ def render_report(
     promotion: Mapping[str, Any] | None = None,
     chart: str | None = None,
     human: Rows | None = None,
+    retriever: Mapping[str, Any] | None = None,
 ) -> str:
     """report.md of a run.
 
@@ -158,15 +171,24 @@ def render_report(
         chart: Path of the metrics chart, relative to the report, to show under the tables.
         human: ``{model label: metrics}`` on the questions people wrote about these PDFs
             (``tasks.human_questions``); its counts come from ``stages["human_questions"]``.
+        retriever: The shipped retriever's record (``flows.finetune_bce.ship_retriever``).
     """
     stages: Mapping[str, Mapping[str, Any]] = summary.get("stages") or {}
     parts = ["# Embedding fine-tuning report", ""]
 
-    parts += ["## Retrieval on the validation set", "", metrics_table(metrics, MAIN_KEYS, vs="champion"), ""]
-    if len(metrics) > 1:
+    changes = COMPARISONS if "bm25" in metrics else None
+    parts += ["## Retrieval on the validation set", "", metrics_table(metrics, MAIN_KEYS, vs="champion", changes=changes),
+              ""]
+    if changes:
+        parts += ["_Rows: `bm25` is a keyword index over the same chunks; `base`, `champion` and `finetuned` "
+                  "are the dense models alone; `shipped` is the retriever this run ships (below). "
+                  "Changes are in percentage points._", ""]
+    elif len(metrics) > 1:
         first, last = list(metrics)[0], list(metrics)[-1]
         vs = "; vs champion: minus the champion" if "champion" in metrics else ""
         parts += [f"_{CHANGE_HEADER}: {last} minus {first}{vs}, in percentage points._", ""]
+    if retriever:
+        parts += ["## Shipped retriever", "", *retriever_lines(retriever, metrics), ""]
     if guard:
         parts += [
             "## Retrieval on the guard set",
@@ -174,11 +196,11 @@ def render_report(
             "General Chinese questions written by people (CMRC 2018, `data/guard/`): what the model "
             "could do before fine-tuning, and must not forget.",
             "",
-            metrics_table(guard, MAIN_KEYS, vs="champion"),
+            metrics_table(guard, MAIN_KEYS, vs="champion", changes=changes),
             "",
         ]
     if human:
-        parts += [f"## {HUMAN_TITLE}", "", metrics_table(human, MAIN_KEYS, vs="champion"), "",
+        parts += [f"## {HUMAN_TITLE}", "", metrics_table(human, MAIN_KEYS, vs="champion", changes=changes), "",
                   *human_lines(stages.get("human_questions") or {}), ""]
     if chart:
         parts += [f"![main metrics: base, fine-tuned, champion]({chart})", ""]
@@ -248,6 +270,30 @@ def human_lines(info: Mapping[str, Any], limit: int = 20) -> list[str]:
         lines += [f"- `{u['id']}`: {u['reason']}" for u in missing[:limit]]
         if len(missing) > limit:
             lines.append(f"- … and {len(missing) - limit} more (`summary.json` → `stages.human_questions`)")
+    return lines
+
+
+def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None) -> list[str]:
+    """What the run ships and why: the spec, its model, and every candidate on validation.
+
+    >>> r = {"label": "hybrid w=0.4", "description": "BM25 + dense, z-score fusion with dense weight 0.4",
+    ...      "model": "finetuned", "validation_ndcg@10": {"bm25": 0.9, "hybrid w=0.4": 0.95, "dense": 0.93}}
+    >>> retriever_lines(r)[0]
+    '- shipped: **BM25 + dense, z-score fusion with dense weight 0.4**, dense model: `finetuned`'
+    """
+    scores = retriever.get("validation_ndcg@10") or {}
+    lines = [f"- shipped: **{retriever.get('description', retriever.get('label'))}**"
+             + (f", dense model: `{retriever['model']}`" if retriever.get("kind") != "bm25" else "")]
+    if scores:
+        best = retriever.get("label")
+        cells = ", ".join(f"{'**' if k == best else ''}{k} {v:.4f}{'**' if k == best else ''}" for k, v in scores.items())
+        lines.append(f"- chosen on the validation questions (NDCG@10): {cells}")
+    dense, bm25 = (metric_value(validation[k], "ndcg@10") if validation and k in validation else None
+                   for k in ("finetuned", "bm25"))
+    if dense is not None and bm25 is not None and dense < bm25:
+        lines.append(f"- the fine-tuned dense model alone trails BM25 on validation by {(bm25 - dense) * 100:.1f} "
+                     "NDCG@10 pts")
+    lines.append("- `python -m flows.query` searches with exactly this retriever")
     return lines
 
 

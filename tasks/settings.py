@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from tasks.retrieval.retriever import RetrieverSpec
 
 BUNDLED_E5 = "bundled:multilingual-e5-small"
 BUNDLED_QWEN = "bundled:qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -206,6 +209,11 @@ class Settings(BaseSettings):
     hard_negative_margin: float = Field(
         0.02, ge=0, description="A negative must score at least this much (cosine) below the question's positive."
     )
+    hard_negative_miner: Literal["dense", "bm25"] = Field(
+        "dense",
+        description="What ranks the hard-negative candidates: dense (the base model) or bm25 (chunks that share "
+        "the question's words; the margin is not applied to BM25 scores).",
+    )
     cached_loss: bool = Field(
         False, description="CachedMultipleNegativesRankingLoss: batch_size negatives with the memory of mini_batch_size."
     )
@@ -228,8 +236,16 @@ class Settings(BaseSettings):
         0.5, ge=0, description="Most guard-set NDCG@10 points an α may lose against the base model."
     )
 
-    # --- evaluation -------------------------------------------------------------
+    # --- evaluation and the shipped retriever (tasks/retrieval/) -------------------
     eval_batch_size: int = Field(32, gt=0)
+    bm25_tokenizer: Literal["char", "jieba"] = Field(
+        "char", description="BM25's tokens: char (CJK characters and bigrams, Latin words) or jieba (words)."
+    )
+    fusion_weights: Annotated[list[float], NoDecode] = Field(
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        description="Dense weights w tried for w·z(dense) + (1−w)·z(BM25), besides 0 (BM25 alone) and 1 (dense "
+        "alone); the best on the validation questions is shipped.",
+    )
 
     # --- guard set and promotion (issue 4; see tasks/promotion.py, data/guard/) -----
     guard_dataset: Path | None = Field(
@@ -279,7 +295,7 @@ class Settings(BaseSettings):
             raise ValueError(f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})")
         return overlap
 
-    @field_validator("interpolation_alphas", mode="before")
+    @field_validator("interpolation_alphas", "fusion_weights", mode="before")
     @classmethod
     def _alphas_from_text(cls, value: Any) -> Any:
         # From the command line or BCE_INTERPOLATION_ALPHAS: "0.25,0.5,1" (or JSON "[0.5]").
@@ -298,6 +314,8 @@ class Settings(BaseSettings):
             )
         if any(not 0 <= a <= 1 for a in self.interpolation_alphas):
             raise ValueError(f"interpolation_alphas must lie in [0, 1], got {self.interpolation_alphas}")
+        if any(not 0 <= w <= 1 for w in self.fusion_weights):
+            raise ValueError(f"fusion_weights must lie in [0, 1], got {self.fusion_weights}")
         for name in ("context_str", "num_questions_per_chunk"):
             if "{" + name + "}" not in self.prompt_template:
                 raise ValueError(f"prompt_template must contain {{{name}}}")
@@ -337,6 +355,12 @@ class Settings(BaseSettings):
             "generation_retries": self.generation_retries,
             "max_failed_share": self.max_failed_share,
         }
+
+    def retriever_candidates(self) -> list["RetrieverSpec"]:
+        """Every retriever a run compares: BM25, the fusions of :attr:`fusion_weights`, dense, RRF."""
+        from tasks.retrieval.retriever import candidates
+
+        return candidates(self.fusion_weights, self.bm25_tokenizer)
 
     def generation_fingerprint(self) -> dict[str, Any]:
         """The settings that change what the LLM writes for a chunk (the per-chunk cache key)."""

@@ -400,25 +400,34 @@ def train(
 # --- 7. evaluation -------------------------------------------------------------------------
 
 
+EVALUATION_MODULES = ("tasks.evaluation", "tasks.qa_dataset", "tasks.retrieval.lexical", "tasks.retrieval.fusion",
+                      "tasks.retrieval.retriever", "tasks.retrieval.metrics")
+
+
 def _evaluate_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     return _key(
         "evaluate",
-        ("tasks.evaluation",),
+        EVALUATION_MODULES,
         model_fingerprint(params["model_path"]),
         file_fingerprint(params["dataset"]),
         params["batch_size"],
+        params["retrievers"],
     )
 
 
-@task(name="evaluate", cache_key_fn=_evaluate_key, persist_result=True)
-def evaluate(model_path: str, dataset: str, batch_size: int, trust_remote_code: bool = False) -> dict[str, float]:
-    """Retrieval metrics of one model on one dataset (InformationRetrievalEvaluator)."""
-    from tasks.evaluation import evaluate_model
+@task(name="evaluate", task_run_name="evaluate · {set_name} · {label}", cache_key_fn=_evaluate_key,
+      persist_result=True)
+def evaluate(
+    model_path: str, dataset: str, batch_size: int, retrievers: list[dict[str, Any]], trust_remote_code: bool = False,
+    set_name: str = "val", label: str = "model",
+) -> dict[str, dict[str, float]]:
+    """Retrieval metrics on one dataset of every retriever built from one model and BM25:
+    ``{label: metrics}`` (``dense``, ``bm25``, ``hybrid w=…``, ``rrf``)."""
+    from tasks.evaluation import evaluate_retrievers
+    from tasks.retrieval.retriever import RetrieverSpec
 
-    # The log names the set: val_dataset.json → "val", guard_dataset.json → "guard", ….
-    name = Path(dataset).stem.removesuffix("_dataset") or "val"
-    return evaluate_model(model_path, Path(dataset), batch_size=batch_size, trust_remote_code=trust_remote_code,
-                          name=name)
+    return evaluate_retrievers(model_path, Path(dataset), [RetrieverSpec.from_dict(r) for r in retrievers],
+                               batch_size=batch_size, trust_remote_code=trust_remote_code, name=set_name)
 
 
 # --- 7b. questions written by people (report only) ----------------------------------------
@@ -488,6 +497,7 @@ def register_and_promote(
     if created:
         register_run(Path(output_dir), run_id, Path(model_dir), fingerprint, files={}, record=record)
     if promote:
-        set_champion(Path(output_dir), run_id, {"promoted_at": record.get("created_at"), **record.get("scores", {})})
+        set_champion(Path(output_dir), run_id, {"promoted_at": record.get("created_at"), **record.get("scores", {}),
+                                                **({"retriever": record["retriever"]} if "retriever" in record else {})})
         _logger().info("promoted run %s: %s", run_id, run_dir(Path(output_dir), run_id) / "model")
     return {"run_id": run_id, "created": created, "promoted": promote}

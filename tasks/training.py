@@ -60,7 +60,8 @@ logger = logging.getLogger(__name__)
 # so a resumed run never continues one made with other settings.
 TRAINING_FIELDS = (
     "epochs", "batch_size", "learning_rate", "warmup_steps", "max_seq_length", "loss_scale", "seed",
-    "no_duplicate_batches", "hard_negatives", "hard_negative_skip_top", "hard_negative_margin",
+    "no_duplicate_batches", "hard_negatives", "hard_negative_skip_top", "hard_negative_margin", "hard_negative_miner",
+    "bm25_tokenizer",
     "cached_loss", "mini_batch_size", "mixed_precision", "gradient_checkpointing", "keep_best_checkpoint",
 )
 VAL_NAME = "val"
@@ -294,6 +295,8 @@ def _training_rows(
         settings.hard_negative_skip_top,
         settings.hard_negative_margin,
         batch_size=settings.eval_batch_size,
+        miner=settings.hard_negative_miner,
+        tokenizer=settings.bm25_tokenizer,
     )
     for j in range(stats.negatives_per_row):
         columns[f"negative_{j + 1}"] = [row[j] for row in negatives]

@@ -32,13 +32,24 @@ def repo_root() -> Path:
     return REPO
 
 
-@pytest.fixture(scope="session")
-def cmrc_json() -> Path:
-    """The CMRC 2018 trial file beside the repository; its tests are skipped when it is
-    absent, unless REQUIRE_SHARED_DATA is set (then absence fails, so CI cannot pass by skipping)."""
-    path = REPO.parent / "shared" / "data" / "cmrc2018_trial.json"
+def _shared_data(name: str) -> Path:
+    """A file of ../shared/data; its tests are skipped when it is absent, unless
+    REQUIRE_SHARED_DATA is set (then absence fails, so CI cannot pass by skipping)."""
+    path = REPO.parent / "shared" / "data" / name
     if not path.is_file():
         if os.environ.get("REQUIRE_SHARED_DATA"):
             pytest.fail(f"REQUIRE_SHARED_DATA is set but {path} does not exist")
-        pytest.skip(f"CMRC 2018 trial JSON not beside the repository ({path})")
+        pytest.skip(f"{name} not beside the repository ({path})")
     return path
+
+
+@pytest.fixture(scope="session")
+def cmrc_json() -> Path:
+    """The CMRC 2018 trial file (Wikipedia, CC BY-SA 4.0) beside the repository."""
+    return _shared_data("cmrc2018_trial.json")
+
+
+@pytest.fixture(scope="session")
+def cjrc_json() -> Path:
+    """The CJRC legal dev file (court judgments; research use, never copied into the repository)."""
+    return _shared_data("cjrc_legal_dev.json")

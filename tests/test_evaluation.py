@@ -178,10 +178,12 @@ def test_cli_compares_models_and_writes_json(tiny, tmp_path):
     proc = run_cli("--model", str(tiny), "--model", str(other), "--dataset", str(dataset), "--batch-size", "4")
     assert proc.returncode == 0, proc.stderr
     written = json.loads((tmp_path / "val_dataset_metrics.json").read_text())
-    assert list(written) == [str(tiny), str(other)]
+    assert list(written) == ["bm25", str(tiny), str(other)]
     assert set(written[str(tiny)]) == EXPECTED_KEYS
     assert written[str(tiny)] == pytest.approx(evaluate_model(str(tiny), dataset))
-    assert "change (pts)" in proc.stdout and "ndcg@10" in proc.stdout
+    assert 0.5 < written["bm25"]["bm25_ndcg@10"] <= 1.0  # these questions reuse their chunk's words
+    assert f"{other} vs {tiny} (pts)" in proc.stdout and f"{other} vs bm25 (pts)" in proc.stdout
+    assert "ndcg@10" in proc.stdout
     assert "val_dataset_metrics.json" in proc.stdout
 
 
@@ -197,7 +199,7 @@ def test_cli_output_path_and_input_errors(tiny, tmp_path, capsys):
     qa_dataset().save(dataset)
     out = tmp_path / "sub" / "m.json"
     assert evaluate_cli(["--model", str(tiny), "--dataset", str(dataset), "--output", str(out)]) == 0
-    assert list(json.loads(out.read_text())) == [str(tiny)]
+    assert list(json.loads(out.read_text())) == ["bm25", str(tiny)]
     assert "change" not in capsys.readouterr().out  # one model: nothing to compare
 
     bad = tmp_path / "bad.json"

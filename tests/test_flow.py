@@ -105,14 +105,19 @@ def test_outputs_follow_the_contract(two_runs):
     assert set(train["corpus"]) <= set(val["corpus"])
 
     metrics = json.loads((out / "metrics.json").read_text())
-    # Validation set: "base"/"finetuned" ("champion" too once another run was promoted);
-    # the shipped guard set under "guard" and the human_questions.json beside the PDFs
-    # under "human", with the same labels.
-    assert set(metrics) == {"base", "finetuned", "guard", "human"}
-    assert set(metrics["guard"]) == set(metrics["human"]) == {"base", "finetuned"}
+    # Validation set: BM25, "base"/"finetuned" ("champion" too once another run was promoted)
+    # and the shipped retriever; the shipped guard set under "guard" and the
+    # human_questions.json beside the PDFs under "human", with the same labels.
+    assert set(metrics) == {"bm25", "base", "finetuned", "shipped", "retriever", "guard", "human"}
+    assert set(metrics["guard"]) == set(metrics["human"]) == {"bm25", "base", "finetuned", "shipped"}
     for side in (metrics["base"], metrics["finetuned"], *metrics["guard"].values(), *metrics["human"].values()):
+        if "cosine_ndcg@10" not in side:
+            continue  # BM25 and fused rows carry their own prefix
         for key in CONTRACT_METRICS:
             assert 0.0 <= side[key] <= 1.0, key
+    for rows in (metrics, metrics["guard"], metrics["human"]):
+        for label in ("bm25", "shipped"):
+            assert 0.0 <= metric_value(rows[label], "ndcg@10") <= 1.0
     assert (out / "metrics.png").read_bytes().startswith(b"\x89PNG")
     # Every distinct model is kept under runs/; an unchanged rerun adds no run.
     assert len([p for p in (out / "runs").iterdir() if not p.name.startswith(".")]) == 1
@@ -120,6 +125,34 @@ def test_outputs_follow_the_contract(two_runs):
     assert "| " in (out / "report.md").read_text()
     assert "Output folder:" in first.stdout
     assert "ndcg@10" in first.stdout
+    # One table a user can read: every row named, the keyword index included.
+    header = next(line for line in first.stdout.splitlines() if line.startswith("metric"))
+    assert header.split()[:5] == ["metric", "bm25", "base", "finetuned", "shipped"]
+    assert "shipped vs bm25 (pts)" in header and "shipped retriever:" in first.stdout
+
+
+def test_the_shipped_retriever_is_chosen_on_validation_and_recorded(two_runs):
+    """The weight comes from the validation questions alone; the run record, the champion
+    pointer, the model card and the report all name the same retriever."""
+    from tasks.retrieval.retriever import RetrieverSpec
+
+    out, _, summary, _, _ = two_runs
+    metrics = json.loads((out / "metrics.json").read_text())
+    retriever = metrics["retriever"]
+    val_scores = retriever["validation_ndcg@10"]
+    assert len(val_scores) == 12  # BM25, nine fusions, dense, RRF
+    assert val_scores[retriever["label"]] == max(val_scores.values())
+    assert metric_value(metrics["shipped"], "ndcg@10") == pytest.approx(val_scores[retriever["label"]], abs=1e-4)
+    assert metric_value(metrics["bm25"], "ndcg@10") == pytest.approx(val_scores["bm25"], abs=1e-4)
+    assert summary["promotion"]["retriever"] == retriever
+    spec = RetrieverSpec.from_dict(retriever)
+    assert spec.label == retriever["label"]
+    if summary["promotion"]["promote"]:
+        pointer = json.loads((out / "current.json").read_text())
+        assert RetrieverSpec.from_dict(pointer["retriever"]) == spec
+    card = (out / "model" / "README.md").read_text(encoding="utf-8")
+    assert "### Retriever" in card and "python -m flows.query" in card
+    assert "## Shipped retriever" in (out / "report.md").read_text()
 
 
 def test_questions_written_by_people_are_reported(two_runs):
@@ -139,8 +172,8 @@ def test_questions_written_by_people_are_reported(two_runs):
 
     report = (out / "report.md").read_text()
     section = report.split("## Retrieval on questions written by people", 1)[1]
-    ndcg = [metric_value(summary["metrics"]["human"][m], "ndcg@10") for m in ("base", "finetuned")]
-    assert f"| ndcg@10 | {ndcg[0]:.4f} | {ndcg[1]:.4f} |" in section
+    ndcg = [metric_value(summary["metrics"]["human"][m], "ndcg@10") for m in ("bm25", "base", "finetuned", "shipped")]
+    assert "| ndcg@10 | " + " | ".join(f"{v:.4f}" for v in ndcg) + " |" in section
     assert "report only" in section and "`elsewhere`: no chunk comes from c.pdf" in section
     assert "questions written by people about these PDFs" in first.stdout
 

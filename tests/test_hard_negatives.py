@@ -47,3 +47,22 @@ def test_mining_with_a_real_model_returns_chunks_that_are_not_the_positive(tmp_p
         assert set(negs) <= set(corpus)
     # The same model, questions and corpus give the same negatives.
     assert mine_negatives(model, queries, positives, corpus, 2, 1, 0.0)[0] == negatives
+
+
+def test_bm25_mining_picks_chunks_that_share_the_questions_words() -> None:
+    corpus = ["原告张某诉请被告支付货款五万元。", "原告张某与被告李某系朋友关系。", "被告李某辩称已经付清货款。",
+              "今天天气晴朗，适合出游。", "熊猫主要吃竹子。", "合同约定的违约金为一万元。"]
+    queries = ["原告张某请求被告支付多少货款？"]
+    negatives, stats = mine_negatives(None, queries, [{corpus[0]}], corpus, n_negatives=2, skip_top=0,
+                                      margin=0.5, miner="bm25")
+    # The words shared with the question decide, not the margin (a cosine distance): the
+    # two chunks about the same parties and goods, never the positive or the unrelated ones.
+    assert set(negatives[0]) == {corpus[1], corpus[2]}
+    assert stats.negatives_per_row == 2 and stats.filled == 0
+
+
+def test_an_unknown_miner_names_the_choices() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="dense or bm25"):
+        mine_negatives(None, ["问题？"], [{"甲"}], ["甲", "乙", "丙"], 1, 0, 0.0, miner="random")

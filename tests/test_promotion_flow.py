@@ -71,8 +71,11 @@ def test_first_run_beats_the_base_model_and_is_promoted(two_runs):
     assert state["current"]["run_id"] == promotion["run_id"]
     assert "promoted" in a.stdout and "guard set" in a.stdout
     # metrics.json: the validation contract plus the guard set.
-    assert set(state["metrics"]) == {"base", "finetuned", "guard"}
-    assert set(state["metrics"]["guard"]) == {"base", "finetuned"}
+    assert set(state["metrics"]) == {"bm25", "base", "finetuned", "shipped", "retriever", "guard"}
+    assert set(state["metrics"]["guard"]) == {"bm25", "base", "finetuned", "shipped"}
+    # The champion ships with the retriever chosen for it, and flows.query reads it from here.
+    assert state["current"]["retriever"]["label"] == state["metrics"]["retriever"]["label"]
+    assert state["metrics"]["retriever"]["model"] == "finetuned"
     assert 0 <= state["metrics"]["guard"]["finetuned"]["cosine_ndcg@10"] <= 1
 
 
@@ -88,8 +91,10 @@ def test_worse_second_run_is_kept_reported_and_not_promoted(two_runs):
     assert promotion["champion"] == a_id
     assert "not promoted" in b.stdout
     # The champion was evaluated on this run's validation and guard sets, next to base and tuned.
-    assert list(metrics)[:3] == ["base", "champion", "finetuned"]
-    assert set(metrics["guard"]) == {"base", "champion", "finetuned"}
+    assert list(metrics)[:4] == ["bm25", "base", "champion", "finetuned"]
+    assert set(metrics["guard"]) == {"bm25", "base", "champion", "finetuned", "shipped"}
+    # Not promoted: what is shipped is still the champion, with a retriever chosen for it.
+    assert metrics["retriever"]["model"] == "champion"
     assert metrics["champion"] == state["metrics"]["finetuned"]  # same model, same questions
     # Nothing was overwritten: both runs are kept, the pointer still names A.
     runs = sorted(p.name for p in (out / "runs").iterdir() if not p.name.startswith("."))
@@ -107,7 +112,8 @@ def test_report_chart_and_model_card(two_runs):
     out, _, _, _ = two_runs
     report = (out / "report.md").read_text()
     assert "## Retrieval on the guard set" in report
-    assert "| metric | base | champion | finetuned | change (pts) | vs champion (pts) |" in report
+    assert ("| metric | bm25 | base | champion | finetuned | shipped | finetuned vs base (pts) | "
+            "finetuned vs champion (pts) | shipped vs bm25 (pts) |") in report
     assert "**not promoted**" in report and "![main metrics" in report
     png = (out / "metrics.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000

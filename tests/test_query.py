@@ -133,3 +133,112 @@ def test_section_chunking_builds_its_own_index_of_headed_chunks(setup):
     texts = [n.get_content() for n in index.docstore.docs.values()]
     # The sample PDFs put each CMRC article under its title: section chunks start with one.
     assert sum(t.split("\n", 1)[0] in ("泡泡战士", "尤金袋鼠", "松平康忠") for t in texts) >= len(texts) // 2
+
+
+# --- the shipped retriever: BM25 and hybrid search, batch questions ----------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory, setup):
+    """The query index over all the sample PDFs, and the questions people wrote about them
+    matched to the same chunks (the pipeline's reading and chunking)."""
+    from tasks.chunking import chunk_documents
+    from tasks.documents import load_documents
+    from tasks.human_questions import load_human_questions, resolve_questions
+    from tasks.query_index import open_index
+
+    _, _, tiny = setup
+    settings = Settings()
+    index, _, where = open_index(REPO / "data" / "pdf", str(tiny), tmp_path_factory.mktemp("sample") / "qi", settings)
+    chunks = chunk_documents(load_documents(REPO / "data" / "pdf").documents, settings.chunk_size,
+                             settings.chunk_overlap)
+    dataset = resolve_questions(load_human_questions(REPO / "data" / "pdf" / "human_questions.json"), chunks).dataset
+    return index, where, dataset, tiny
+
+
+@pytest.mark.parametrize("spec", ["bm25", "dense", "hybrid", "rrf"])
+def test_query_ranks_exactly_as_the_evaluation(sample_index, spec):
+    """What is measured is what is searched: the top 10 of every question, and so every metric."""
+    from tasks.evaluation import evaluate_retrievers, retrieval_scores
+    from tasks.query_index import Searcher, load_bm25
+    from tasks.retrieval.retriever import RetrieverSpec, combine
+
+    index, _, dataset, tiny = sample_index
+    retriever = RetrieverSpec.hybrid(0.4) if spec == "hybrid" else RetrieverSpec(spec)
+    evaluator, dense, lexical = retrieval_scores(str(tiny), dataset)
+    evaluated = combine(retriever, dense, lexical)
+    expected = [[evaluator.corpus_ids[i] for i in sorted(range(len(row)), key=lambda i: (-row[i], evaluator.corpus_ids[i]))[:10]]
+                for row in evaluated]
+
+    searcher = Searcher(index, retriever, load_bm25(index, retriever))
+    assert searcher.bm25 is not None or spec == "dense"
+    found = [[h.chunk_id for h in hits] for hits in searcher.search_many(evaluator.queries, top_k=10)]
+    assert found == expected
+
+    # And so the metric the run reported is the metric of what flows.query returns.
+    from tasks.retrieval.metrics import metrics_from_scores
+
+    columns = [searcher.chunk_ids.index(c) for c in evaluator.corpus_ids]
+    served = metrics_from_scores(dataset, searcher.scores(evaluator.queries)[:, columns], retriever.kind, evaluator)
+    reported = evaluate_retrievers(str(tiny), dataset, [retriever])[retriever.label]
+    key = "cosine_ndcg@10" if spec == "dense" else f"{retriever.kind}_ndcg@10"
+    assert served[f"{retriever.kind}_ndcg@10"] == pytest.approx(reported[key], abs=1e-9)
+
+
+def test_questions_file_prints_one_json_line_per_question_after_one_load(setup, sample_index, tmp_path, capsys,
+                                                                         monkeypatch):
+    import tasks.query_index as qi
+
+    _, where, dataset, tiny = sample_index
+    questions = list(dataset.queries.values())[:5]
+    file = tmp_path / "questions.txt"
+    file.write_text("\n".join(questions) + "\n\n", encoding="utf-8")
+    loads = []
+    real_open = qi.open_index
+    monkeypatch.setattr(qi, "open_index", lambda *a, **k: loads.append(a) or real_open(*a, **k))
+    out = where.parent.parent  # the output folder whose query_index/ holds the sample index
+    code = main(["--questions", str(file), "--top-k", "3", "--json", "--model", str(tiny), "--retriever", "hybrid",
+                 "--w-dense", "0.3", "--output-dir", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0 and len(loads) == 1
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [line["question"] for line in lines] == questions
+    texts = {c: t for c, t in dataset.corpus.items()}
+    for line in lines:
+        assert len(line["results"]) == 3
+        for r in line["results"]:
+            assert r["text"] == texts[r["chunk_id"]]  # the whole chunk, not a snippet
+            assert r["source"].endswith(".pdf") and r["page"] >= 1 and isinstance(r["score"], float)
+    assert "z-score fusion with dense weight 0.3" in captured.err
+
+
+def test_auto_retriever_is_the_one_the_champion_was_shipped_with(setup, tmp_path, capsys):
+    from flows.query import recorded_retriever, resolve_retriever
+
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    register_run(out, "r1", tiny, model_fingerprint(tiny), files={})
+    set_champion(out, "r1", {"retriever": {"kind": "hybrid", "w_dense": 0.6, "tokenizer": "char"}})
+    spec, origin = resolve_retriever("auto", None, recorded_retriever(out, "champion, run r1"))
+    assert (spec.kind, spec.w_dense) == ("hybrid", 0.6) and "validation" in origin
+    code, printed = _query(capsys, "袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "120",
+                           "--chunk-overlap", "10")
+    assert code == 0 and "dense weight 0.6" in printed
+    # Without a record the model alone, as before.
+    assert resolve_retriever("auto", None, None)[0].kind == "dense"
+
+
+def test_bad_batch_arguments_are_one_line_errors(setup, tmp_path, capsys):
+    _, pdfs, tiny = setup
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n", encoding="utf-8")
+    for args, message in (
+        (["--model", str(tiny)], "give a question or --questions FILE"),
+        (["q", "--questions", str(empty), "--model", str(tiny)], "one of the two"),
+        (["--questions", str(empty), "--model", str(tiny)], "has no question"),
+        (["--questions", str(tmp_path / "nope.txt"), "--model", str(tiny)], "cannot read"),
+        (["q", "--model", str(tiny), "--w-dense", "0.5"], "--w-dense goes with --retriever hybrid"),
+        (["q", "--model", str(tiny), "--retriever", "hybrid", "--w-dense", "2"], "must lie in [0, 1]"),
+    ):
+        assert main([*args, "--pdf-dir", str(pdfs), "--output-dir", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err

@@ -1,0 +1,206 @@
+"""Benchmark: BM25, the base and the tuned dense model, and their fusions, on questions
+people wrote — the comparison a user would make before shipping a fine-tuned model.
+
+Data: a SQuAD-format file of passages with human questions (``--data``: CMRC 2018
+Wikipedia by default, or CJRC court judgments, ``../shared/data/cjrc_legal_dev.json``).
+The first ``--n-passages`` passages are chunked like the pipeline (300/30) and split, as
+whole passages, into *train* and *held-out* (``--heldout-ratio``); the train passages
+again into *fit* and *validation* (``--val-ratio``), as the pipeline splits documents.
+
+1. The LLM writes questions for the train chunks (the pipeline's generation, through the
+   shared per-chunk cache: a rerun asks nothing).
+2. Each ``--config`` trains the base model on the fit questions (best epoch on the
+   validation questions).
+3. For the base model and every tuned model, the fusion weight is chosen on the
+   synthetic validation questions (searched among all train chunks, the pipeline's
+   ``--val-corpus all``) — never on the human questions.
+4. Everything is measured on two sets of human questions, chunk-level relevance, the same
+   chunks for every row:
+   * ``trained``: questions about the train passages, among all train chunks — what a
+     user does: search the documents the model was tuned on;
+   * ``held-out``: questions about passages the model never saw, among their chunks.
+
+Rows: BM25 alone; each dense model alone; each dense model fused with BM25 at its
+validation weight (``hybrid``) and by RRF. Run from the repository root::
+
+    .venv/bin/python -m bench.retrievers --n-passages 40
+    .venv/bin/python -m bench.retrievers --data ../shared/data/cjrc_legal_dev.json --n-passages 40 \\
+        --config hard_negative_miner=dense --config hard_negative_miner=bm25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench import cmrc_human as ch  # noqa: E402
+from tasks.fileio import write_json_atomic, write_text_atomic  # noqa: E402
+from tasks.qa_dataset import QADataset  # noqa: E402
+from tasks.report import metric_value  # noqa: E402
+from tasks.settings import Settings  # noqa: E402
+
+log = logging.getLogger("bench.retrievers")
+
+DEFAULT_CONFIGS = ("hard_negative_miner=dense", "hard_negative_miner=bm25")
+SETS = ("trained", "held-out")
+
+
+def split_fit_val(passages: list[ch.Passage], val_ratio: float, seed: int) -> tuple[list[ch.Passage], list[ch.Passage]]:
+    """(fit, validation) passages, by the pipeline's document split."""
+    return ch.split_passages(passages, val_ratio, seed)
+
+
+def val_dataset(synthetic: QADataset, val_ids: set[str], train_chunks: list[ch.Chunk]) -> QADataset:
+    """The synthetic questions of the validation chunks, searched among all train chunks."""
+    queries = {q: t for q, t in synthetic.queries.items() if set(synthetic.relevant_docs[q]) & val_ids}
+    return QADataset(queries=queries, corpus={c.chunk_id: c.text for c in train_chunks},
+                     relevant_docs={q: synthetic.relevant_docs[q] for q in queries})
+
+
+def fit_dataset(synthetic: QADataset, fit_ids: set[str]) -> QADataset:
+    queries = {q: t for q, t in synthetic.queries.items() if set(synthetic.relevant_docs[q]) <= fit_ids}
+    corpus = {c: t for c, t in synthetic.corpus.items() if c in fit_ids}
+    return QADataset(queries=queries, corpus=corpus, relevant_docs={q: synthetic.relevant_docs[q] for q in queries})
+
+
+def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dict[str, QADataset],
+                   settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for one dense model (alone, hybrid at its validation weight, RRF) on every test set."""
+    from tasks.evaluation import evaluate_retrievers
+    from tasks.retrieval.retriever import choose
+
+    specs = settings.retriever_candidates()
+    val_grid = evaluate_retrievers(model_path, val, specs, settings.eval_batch_size, name="val")
+    fused = [s for s in specs if s.kind == "hybrid"]
+    best = choose(val_grid, fused)  # the weight a run would ship with this model, chosen on validation
+    shipped = choose(val_grid, specs)
+    grids = {name: evaluate_retrievers(model_path, ds, [*specs], settings.eval_batch_size, name=name)
+             for name, ds in tests.items()}
+    rows = []
+    for label, spec_label in ((f"{model_label} (dense)", "dense"), (f"{model_label} + BM25, {best.label}", best.label),
+                              (f"{model_label} + BM25, RRF", "rrf")):
+        rows.append({"row": label, **{name: grid[spec_label] for name, grid in grids.items()}})
+    choice = {"model": model_label, "hybrid_weight": best.w_dense, "shipped": shipped.label,
+              "val_ndcg@10": {k: round(metric_value(v, "ndcg@10"), 4) for k, v in val_grid.items()}}
+    bm25 = {"row": "BM25", **{name: grid["bm25"] for name, grid in grids.items()}}
+    return [bm25, *rows], choice
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = ["retriever", *(f"{s} NDCG@10" for s in SETS), *(f"{s} Acc@1" for s in SETS)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for row in rows:
+        cells = [row["row"], *(f"{metric_value(row[s], 'ndcg@10'):.4f}" for s in SETS),
+                 *(f"{metric_value(row[s], 'accuracy@1'):.4f}" for s in SETS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.retrievers", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = p.add_argument
+    add("--data", type=Path, default=ch.DEFAULT_DATA, help="SQuAD-format JSON (default: %(default)s)")
+    add("--n-passages", type=int, default=40, help="the first N passages (default: %(default)s)")
+    add("--heldout-ratio", type=float, default=0.5, help="share of passages held out (default: %(default)s)")
+    add("--val-ratio", type=float, default=0.2, help="share of the train passages for validation (default: %(default)s)")
+    add("--seed", type=int, default=42)
+    add("--config", action="append", default=None, metavar="NAME=VALUE,...",
+        help=f"a training config (Settings fields); repeat for several (default: {' and '.join(DEFAULT_CONFIGS)})")
+    add("--llm-backend", default="gguf", choices=["gguf", "openai", "vllm", "extractive"])
+    add("--llm-model", default=None)
+    add("--cache-dir", type=Path, default=Path(".cache"))
+    add("--models-dir", type=Path, default=Path("models"))
+    add("--base-model", default=None, help="default: the pipeline's base model (the bundled e5 on the CPU profile)")
+    add("--out", type=Path, default=Path("outputs/bench_retrievers"))
+    add("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None, writer_factory=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("bench", "tasks"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if writer_factory is None:
+        from tasks.llm import make_writer as writer_factory
+    try:
+        if not args.data.is_file():
+            raise ch.BenchInputError(f"data file {args.data} does not exist")
+        settings = Settings(val_ratio=args.heldout_ratio, seed=args.seed, llm_backend=args.llm_backend,
+                            llm_model=args.llm_model, cache_dir=args.cache_dir, models_dir=args.models_dir,
+                            base_model=args.base_model)
+        configs = [(c, ch.config_settings(settings, ch.parse_config(c))) for c in (args.config or DEFAULT_CONFIGS)]
+    except (ch.BenchInputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _run(args, settings, configs, writer_factory)
+
+
+def _run(args, settings: Settings, configs, writer_factory) -> int:
+    from tasks.training import train_model
+
+    passages = ch.select_passages(ch.load_cmrc(args.data), args.n_passages)
+    chunks = ch.chunk_documents(ch.build_documents(passages), settings.chunk_size, settings.chunk_overlap)
+    train_passages, heldout_passages = ch.split_passages(passages, args.heldout_ratio, args.seed)
+    fit_passages, val_passages = split_fit_val(train_passages, args.val_ratio, args.seed)
+    train_doc_ids = {p.doc_id for p in train_passages}
+    train_chunks = [c for c in chunks if c.doc_id in train_doc_ids]
+    heldout_chunks = [c for c in chunks if c.doc_id not in train_doc_ids]
+    val_doc_ids = {p.doc_id for p in val_passages}
+    val_ids = {c.chunk_id for c in train_chunks if c.doc_id in val_doc_ids}
+    fit_ids = {c.chunk_id for c in train_chunks} - val_ids
+
+    synthetic, stats = ch.synthetic_train_dataset(train_chunks, settings, writer_factory,
+                                                  show_progress=not args.no_progress)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    fit, val = fit_dataset(synthetic, fit_ids), val_dataset(synthetic, val_ids, train_chunks)
+    fit.save(out / "fit_dataset.json")
+    val.save(out / "val_dataset.json")
+    tests = {"trained": ch.human_benchmark(train_passages, train_chunks).dataset,
+             "held-out": ch.human_benchmark(heldout_passages, heldout_chunks).dataset}
+    print(f"{args.data.name}: {len(passages)} passages, {len(train_chunks)} train chunks "
+          f"({len(fit_ids)} fit / {len(val_ids)} val), {len(heldout_chunks)} held-out chunks; "
+          f"{len(fit.queries)} fit and {len(val.queries)} val questions (LLM requests {stats.requests_sent}); "
+          f"human questions: trained {len(tests['trained'].queries)}, held-out {len(tests['held-out'].queries)}",
+          file=sys.stderr)
+
+    base_path = ch.resolve_base_model(args.base_model or settings.resolved_base_model(), settings)
+    rows, choices = retriever_rows("base", base_path, val, tests, settings)
+    choices = [choices]
+    training = {}
+    with tempfile.TemporaryDirectory(prefix="bench-retrievers-") as tmp:
+        fit.save(Path(tmp) / "fit.json")
+        val.save(Path(tmp) / "val.json")
+        for label, cfg in configs:
+            model_dir = Path(tmp) / ch.config_slug(label)
+            result = train_model(base_path, Path(tmp) / "fit.json", model_dir, cfg, val_dataset=Path(tmp) / "val.json")
+            training[label] = {"steps": result.steps, "pairs": result.n_pairs, "best_checkpoint": result.best_checkpoint}
+            model_rows, choice = retriever_rows(f"tuned [{label}]", str(model_dir), val, tests, settings)
+            rows += model_rows[1:]  # BM25 is the same for every model
+            choices.append(choice)
+    table = markdown_table(rows)
+    summary = {"data": str(args.data), "passages": len(passages), "train_chunks": len(train_chunks),
+               "heldout_chunks": len(heldout_chunks), "fit_questions": len(fit.queries), "val_questions": len(val.queries),
+               "human_questions": {k: len(v.queries) for k, v in tests.items()}, "generation": stats.to_dict(),
+               "training": training, "choices": choices, "rows": rows}
+    write_json_atomic(out / "results.json", summary)
+    write_text_atomic(out / "results.md", table + "\n\n" + json.dumps(choices, ensure_ascii=False, indent=1) + "\n")
+    print(table)
+    for c in choices:
+        print(f"{c['model']}: hybrid weight {c['hybrid_weight']} chosen on validation; a run would ship {c['shipped']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Retrieval metrics of any ranking, with sentence-transformers' definitions.
+
+:class:`~sentence_transformers.sentence_transformer.evaluation.InformationRetrievalEvaluator`
+scores an embedding model. BM25 and the fused rankings are not models, so they are
+scored here from a matrix of scores (one row per question, one column per chunk)
+through the same evaluator's ``compute_metrics``: every row of every table — BM25,
+dense, fused — counts accuracy, MRR, NDCG and MAP the same way, and ranks ties the
+same way (higher score first, then the lower chunk id).
+
+Example::
+
+    >>> from tasks.qa_dataset import QADataset
+    >>> ds = QADataset(queries={"q1": "猫在哪？"}, corpus={"c1": "狗", "c2": "猫在山上"},
+    ...                relevant_docs={"q1": ["c2"]})
+    >>> import numpy as np
+    >>> m = metrics_from_scores(ds, np.array([[0.1, 0.7]]), prefix="bm25")
+    >>> m["bm25_ndcg@10"], m["bm25_accuracy@1"]
+    (1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tasks.qa_dataset import QADataset
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+ACCURACY_AT_K = [1, 3, 5, 10]
+PRECISION_RECALL_AT_K = [1, 3, 5, 10]
+MRR_AT_K = [10]
+NDCG_AT_K = [10]
+MAP_AT_K = [100]
+
+
+def ir_evaluator(dataset: QADataset, batch_size: int = 32, name: str = "", **prompts: Any) -> InformationRetrievalEvaluator:
+    """The evaluator every retrieval number of the project comes from (training's epoch
+    choice, the evaluate stage, the benches): one place for the cut-offs."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    if not any(dataset.relevant_docs.values()):
+        raise ValueError("the dataset has no questions with relevant chunks to evaluate on")
+    return InformationRetrievalEvaluator(
+        queries=dataset.queries,
+        corpus=dataset.corpus,
+        relevant_docs={qid: set(cids) for qid, cids in dataset.relevant_docs.items()},
+        accuracy_at_k=ACCURACY_AT_K,
+        precision_recall_at_k=PRECISION_RECALL_AT_K,
+        mrr_at_k=MRR_AT_K,
+        ndcg_at_k=NDCG_AT_K,
+        map_at_k=MAP_AT_K,
+        batch_size=batch_size,
+        show_progress_bar=True,
+        name=name,
+        write_csv=False,
+        **prompts,
+    )
+
+
+def question_order(dataset: QADataset) -> list[str]:
+    """The questions that are scored (those with a relevant chunk), in the evaluator's order."""
+    return [qid for qid in dataset.queries if dataset.relevant_docs.get(qid)]
+
+
+def metrics_from_scores(
+    dataset: QADataset, scores: np.ndarray, prefix: str, evaluator: InformationRetrievalEvaluator | None = None
+) -> dict[str, float]:
+    """Metrics of the ranking ``scores`` (rows: :func:`question_order`, columns: corpus order),
+    as ``{f"{prefix}_ndcg@10": …}``."""
+    evaluator = evaluator or ir_evaluator(dataset)
+    scores = np.asarray(scores)
+    expected = (len(evaluator.queries_ids), len(evaluator.corpus_ids))
+    if scores.shape != expected:
+        raise ValueError(f"scores have shape {scores.shape}, the dataset needs {expected} (questions × chunks)")
+    max_k = max(*ACCURACY_AT_K, *PRECISION_RECALL_AT_K, *MRR_AT_K, *NDCG_AT_K, *MAP_AT_K)
+    ids = evaluator.corpus_ids
+    results = []
+    for row in scores:
+        order = sorted(range(len(ids)), key=lambda i: (-float(row[i]), ids[i]))[:max_k]
+        results.append([{"corpus_id": ids[i], "score": float(row[i])} for i in order])
+    raw = evaluator.compute_metrics(results)
+    return {
+        f"{prefix}_{name.replace('@k', f'@{k}')}": float(value)
+        for name, values in raw.items()
+        for k, value in values.items()
+    }
+
+
+def dense_scores(
+    model: SentenceTransformer, dataset: QADataset, batch_size: int = 32,
+    evaluator: InformationRetrievalEvaluator | None = None,
+) -> np.ndarray:
+    """The model's similarity of every question to every chunk, embedded as the evaluator
+    embeds them (the model's ``query``/``document`` prompts, the same batches)."""
+    evaluator = evaluator or ir_evaluator(
+        dataset, batch_size, query_prompt=model.prompts.get("query") or None,
+        corpus_prompt=model.prompts.get("document") or None,
+    )
+    q = evaluator.embed_inputs(model, evaluator.queries, encode_fn_name="query", prompt=evaluator.query_prompt)
+    d = evaluator.embed_inputs(model, evaluator.corpus, encode_fn_name="document", prompt=evaluator.corpus_prompt)
+    return model.similarity(q, d).cpu().numpy()

@@ -1,0 +1,126 @@
+"""The retriever a run ships: BM25, a dense model, or the two fused, and how it is chosen.
+
+A :class:`RetrieverSpec` names one way of ranking chunks. :func:`candidates` lists the
+ones a run compares — BM25 alone, the dense model alone, z-score fusion at each weight of
+a grid, and RRF — :func:`score_grid` ranks a dataset every way at once from the two
+score matrices, and :func:`choose` picks the best on the validation questions (never on
+the questions people wrote, which only report). :func:`combine` is the single place
+where the two score matrices become one ranking: the evaluate stage and
+``flows.query`` both call it, so what is measured is what is searched.
+
+Example::
+
+    >>> spec = RetrieverSpec.hybrid(0.4)
+    >>> spec.label, RetrieverSpec.from_dict(spec.to_dict()) == spec
+    ('hybrid w=0.4', True)
+    >>> [s.label for s in candidates([0.0, 0.5, 1.0])]
+    ['bm25', 'hybrid w=0.5', 'dense', 'rrf']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from tasks.retrieval.fusion import rrf_fusion, zscore_fusion
+
+Kind = Literal["bm25", "dense", "hybrid", "rrf"]
+
+DEFAULT_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+@dataclass(frozen=True)
+class RetrieverSpec:
+    kind: Kind
+    w_dense: float | None = None  # hybrid only: the dense share of the z-score fusion
+    tokenizer: str = "char"  # BM25's (tasks.retrieval.lexical)
+
+    @classmethod
+    def hybrid(cls, w_dense: float, tokenizer: str = "char") -> "RetrieverSpec":
+        """The fusion at ``w_dense``; 0 and 1 are BM25 and the dense model themselves."""
+        w = round(float(w_dense), 4)
+        if w == 0.0:
+            return cls("bm25", tokenizer=tokenizer)
+        if w == 1.0:
+            return cls("dense", tokenizer=tokenizer)
+        return cls("hybrid", w, tokenizer)
+
+    @property
+    def label(self) -> str:
+        return f"hybrid w={self.w_dense:g}" if self.kind == "hybrid" else self.kind
+
+    @property
+    def uses_dense(self) -> bool:
+        return self.kind != "bm25"
+
+    @property
+    def uses_bm25(self) -> bool:
+        return self.kind != "dense"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RetrieverSpec":
+        return cls(data["kind"], data.get("w_dense"), data.get("tokenizer", "char"))
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        if self.kind == "hybrid":
+            return f"BM25 + dense, z-score fusion with dense weight {self.w_dense:g}"
+        return {
+            "bm25": f"BM25 alone ({self.tokenizer} tokens)",
+            "dense": "the dense model alone",
+            "rrf": "BM25 + dense, reciprocal rank fusion",
+        }[self.kind]
+
+
+def candidates(weights: Sequence[float] = DEFAULT_WEIGHTS, tokenizer: str = "char") -> list[RetrieverSpec]:
+    """BM25, the fusions by increasing dense weight, the dense model, and RRF (no duplicates)."""
+    specs = [RetrieverSpec.hybrid(w, tokenizer) for w in sorted({0.0, *weights, 1.0})]
+    return list(dict.fromkeys(specs)) + [RetrieverSpec("rrf", tokenizer=tokenizer)]
+
+
+def combine(spec: RetrieverSpec, dense: np.ndarray | None, lexical: np.ndarray | None) -> np.ndarray:
+    """Scores of ``spec`` from the dense and BM25 score matrices (rows: questions)."""
+    if spec.uses_dense and dense is None:
+        raise ValueError(f"{spec.label} needs the dense model's scores")
+    if spec.uses_bm25 and lexical is None:
+        raise ValueError(f"{spec.label} needs BM25's scores")
+    if spec.kind == "dense":
+        return np.asarray(dense)
+    if spec.kind == "bm25":
+        return np.asarray(lexical)
+    if spec.kind == "rrf":
+        return rrf_fusion(dense, lexical)
+    return zscore_fusion(dense, lexical, spec.w_dense)
+
+
+def score_grid(
+    dataset: Any, dense: np.ndarray, lexical: np.ndarray, specs: Sequence[RetrieverSpec], evaluator: Any = None,
+) -> dict[str, dict[str, float]]:
+    """``{spec.label: metrics}`` of every spec on ``dataset``, from one pair of score matrices."""
+    from tasks.retrieval.metrics import ir_evaluator, metrics_from_scores
+
+    evaluator = evaluator or ir_evaluator(dataset)
+    return {s.label: metrics_from_scores(dataset, combine(s, dense, lexical), s.kind, evaluator) for s in specs}
+
+
+def choose(grid: Mapping[str, Mapping[str, float]], specs: Sequence[RetrieverSpec]) -> RetrieverSpec:
+    """The spec with the best NDCG@10 on the validation grid, then the best MRR@10.
+
+    Still tied (small validation sets tie often), the fusion nearest an even mix wins:
+    it leans on neither ranking, where the tied extremes would bet everything on one.
+    """
+    from tasks.report import metric_value
+
+    def key(spec: RetrieverSpec) -> tuple[float, float, float]:
+        m = grid[spec.label]
+        balance = 0.5 if spec.kind == "rrf" else abs((spec.w_dense if spec.kind == "hybrid" else
+                                                     1.0 if spec.kind == "dense" else 0.0) - 0.5)
+        return (round(metric_value(m, "ndcg@10"), 6), round(metric_value(m, "mrr@10"), 6), -balance)
+
+    return max(specs, key=key)
