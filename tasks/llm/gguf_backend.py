@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.llm.base import BaseWriter, LLMError, ProgressCallback, Sampling
+from tasks.llm.base import AnswerCallback, BaseWriter, LLMError, ProgressCallback, Sampling
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -155,7 +155,12 @@ class GGUFWriter(BaseWriter):
         self._engine = engine
         return engine
 
-    def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
+    def complete(
+        self,
+        prompts: Sequence[str],
+        on_progress: ProgressCallback | None = None,
+        on_answer: AnswerCallback | None = None,
+    ) -> list[str]:
         if not prompts:
             return []
         engine = self.load()
@@ -164,7 +169,7 @@ class GGUFWriter(BaseWriter):
         chats = [engine.tokenizer.render(p) for p in prompts]
         self.requests_sent += len(prompts)
         stop = QuestionStop(self.questions_per_chunk) if self.stop_early else None
-        return engine.generate(chats, self.sampling, stop=stop, on_done=on_progress)
+        return engine.generate(chats, self.sampling, stop=stop, on_done=on_progress, on_answer=on_answer)
 
     def close(self) -> None:
         engine, self._engine = self._engine, None
