@@ -121,3 +121,25 @@ def test_passive_wait_is_set_only_while_llama_cpp_loads(tmp_path, env, passive, 
     if wait == "passive wait" and Path("/proc/self/maps").exists():
         wait = "wait policy unchanged (llama.cpp loaded no new OpenMP runtime)"
     assert seen == {"at_import": at_import, "after": after, "wait": wait, "again": wait}
+
+
+def _llama_cpp_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+@pytest.mark.skipif(not _llama_cpp_installed(), reason="llama-cpp-python is not installed")
+@pytest.mark.parametrize("passive, spin", [(True, "'0'"), (False, "'300000'")])
+def test_the_real_openmp_runtime_gets_the_policy(passive, spin):
+    """GNU OpenMP prints what it read at load (OMP_DISPLAY_ENV): no spinning when passive, its default when off."""
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = f"from tasks.llm.cpu_threads import import_llama_cpp; print(import_llama_cpp({passive})[1])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**base, "OMP_DISPLAY_ENV": "VERBOSE", "PYTHONPATH": str(ROOT)})
+    if "GOMP_SPINCOUNT" not in out.stderr:
+        pytest.skip("llama.cpp is not built with GNU OpenMP here")
+    assert f"GOMP_SPINCOUNT = {spin}" in out.stderr
+    assert out.stdout.strip() == ("passive wait" if passive else "OpenMP default wait (llm_passive_wait off)")
