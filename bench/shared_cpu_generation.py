@@ -21,6 +21,9 @@ read or written, so every row really generates). Retries are off and every chunk
 is asked, so each row asks the same prompts. The neighbours start two seconds before
 the row and run until it ends.
 
+Run it on an otherwise idle machine: "alone" means beside nothing but this benchmark
+("why" shows what each row's process saw busy when its model loaded).
+
 Columns: "s/chunk" is generation time per chunk (the shared prefix's one-time
 evaluation included, the model load not: that is "load s"); "slowdown" is s/chunk
 over the same settings' row alone; "today/new" is today's s/chunk over this row's,
@@ -129,12 +132,15 @@ def add_ratios(rows: list[Row]) -> list[Row]:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    head = "| settings | neighbours | threads | wait | load s | gen s | s/chunk | slowdown | today/new | CPU s | neighbour cores |"
-    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = (
+        "| settings | neighbours | threads | why | wait | load s | gen s | s/chunk | slowdown | today/new | CPU s "
+        "| neighbour cores |"
+    )
+    lines = [head, "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         cores = "" if r.neighbour_cores is None else f"{r.neighbour_cores:.2f}"
         lines.append(
-            f"| {r.settings} | {r.neighbours} | {r.threads} | {r.wait} | {r.load_s:.1f} | {r.gen_s:.1f} | "
+            f"| {r.settings} | {r.neighbours} | {r.threads} | {r.why} | {r.wait} | {r.load_s:.1f} | {r.gen_s:.1f} | "
             f"{r.s_per_chunk:.2f} | {r.slowdown:.2f}x | {r.today_over_new:.2f}x | {r.cpu_s:.1f} | {cores} |"
         )
     return "\n".join(lines)

@@ -48,14 +48,15 @@ def test_ratios_and_table():
         _row("today", 0, 12.0, threads=2, wait="OpenMP default wait (llm_passive_wait off)"),
         _row("today", 1, 60.0, threads=2, wait="OpenMP default wait (llm_passive_wait off)", neighbour_cores=0.6),
         _row("new", 0, 12.0),
-        _row("new", 1, 24.0, threads=1, neighbour_cores=0.98),
+        _row("new", 1, 24.0, threads=1, neighbour_cores=0.98, why="2 cores, 1.0 busy with other processes"),
     ])
     assert [r.s_per_chunk for r in rows] == [3.0, 15.0, 3.0, 6.0]
     assert [r.slowdown for r in rows] == [1.0, 5.0, 1.0, 2.0]
     assert [r.today_over_new for r in rows] == [1.0, 1.0, 1.0, 2.5]
     table = b.markdown_table(rows).splitlines()
     assert len(table) == 6 and "slowdown" in table[0] and "today/new" in table[0]
-    assert table[5] == "| new | 1 | 1 | passive wait | 3.0 | 24.0 | 6.00 | 2.00x | 2.50x | 1.0 | 0.98 |"
+    assert table[5] == ("| new | 1 | 1 | 2 cores, 1.0 busy with other processes | passive wait | 3.0 | 24.0 | 6.00 | "
+                        "2.00x | 2.50x | 1.0 | 0.98 |")
     assert table[3].endswith("| 0.60 |") and table[4].endswith("| 1.0 |  |")
 
 

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
@@ -38,8 +37,6 @@ __all__ = [
     "ThreadChoice", "all_cores", "busy_elsewhere", "choose_threads", "cpu_quota", "describe", "describe_wait",
     "import_llama_cpp", "parse_cpu_quota", "pick_threads",
 ]
-
-logger = logging.getLogger(__name__)
 
 # Long enough to see a neighbour that works in bursts, short next to loading the model.
 SAMPLE_S = 1.0
