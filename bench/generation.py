@@ -52,6 +52,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from tasks.chunking import chunk_documents  # noqa: E402
 from tasks.llm.base import Sampling  # noqa: E402
+from tasks.llm.cpu_threads import all_cores, import_llama_cpp  # noqa: E402
 from tasks.llm.gguf_backend import GGUFWriter, resolve_gguf_path  # noqa: E402
 from tasks.prompts import build_prompt, parse_questions  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
@@ -102,7 +103,8 @@ def load_chunk_texts(source: str, n: int, chunk_size: int = 300, chunk_overlap: 
 
 def run_naive(model: Path, prompts: list[str], settings: Settings, threads: int) -> Row:
     """One create_chat_completion per prompt, as the original recipe does."""
-    import llama_cpp
+    # Loaded as the backend loads it, so both ways wait the same way (llm_passive_wait).
+    llama_cpp, _ = import_llama_cpp(settings.llm_passive_wait)
 
     started = time.perf_counter()
     llm = llama_cpp.Llama(
@@ -201,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {"llm_backend": "gguf"}
     if args.llm_model:
         overrides["llm_model"] = args.llm_model
-    if args.threads:
-        overrides["llm_threads"] = args.threads
+    # Both ways get the same threads; the backend's own choice from the free cores is
+    # bench/shared_cpu_generation.py's subject.
+    overrides["llm_threads"] = args.threads or all_cores()
     if args.parallel:
         overrides["llm_parallel"] = args.parallel
     settings = Settings(**overrides)
     model = resolve_gguf_path(settings)
-    threads = GGUFWriter.from_settings(settings).n_threads
+    threads = settings.llm_threads
     texts = load_chunk_texts(args.source, args.chunks, settings.chunk_size, settings.chunk_overlap)
     prompts = [build_prompt(settings.prompt_template, t, settings.questions_per_chunk) for t in texts]
     load_before = _load_average()

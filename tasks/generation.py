@@ -2,9 +2,10 @@
 
 Only chunks the cache has not seen are sent, in batches sized for the backend
 (vLLM takes hundreds at once, an HTTP server a few per connection, the CPU model a
-handful); every finished batch is on disk before the next starts. The LLM itself
-is loaded only when at least one chunk is missing, so a fully cached run never
-touches it.
+handful); each answer is on disk as soon as it arrives, so a killed run asks again
+only what was in flight. The LLM itself is loaded only when at least one chunk is
+missing, so a fully cached run never touches it, and at most once per run: the
+retry rounds reuse it, and it is freed before the questions are returned.
 
 Around that:
 
@@ -26,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import Counter
@@ -230,44 +232,50 @@ def generate_questions(
     outcome: dict[int, str] = {}  # why a chunk has no question (after its latest attempt)
     pending = list(range(len(asked)))
     retries = retries_for(settings)
-    for attempt in range(retries + 1):
-        if not pending:
-            break
-        cache = GenerationCache(settings.cache_dir, attempt_fingerprint(settings, attempt))
-        texts = list(dict.fromkeys(asked[i].text for i in pending))
-        missing = [t for t in texts if cache.get(t) is None]
-        stats.cache_hits += len(texts) - len(missing)
-        if attempt == 1:
-            stats.retried_chunks = len(pending)
-        log.info(
-            "questions%s: %d chunks, %d answered before (cache %s), %d to ask",
-            f" (attempt {attempt + 1}, seed {settings.seed + attempt})" if attempt else "",
-            len(texts), len(texts) - len(missing), cache.path, len(missing),
-        )
-        errors: dict[str, str] = {}
-        if missing:
-            sent, seconds, errors = _ask(
-                missing, attempt_settings(settings, attempt), cache, writer_factory, show_progress, attempt
-            )
-            stats.requests_sent += sent
-            stats.seconds_in_llm += seconds
-        still = []
-        for i in pending:
-            chunk = asked[i]
-            raw = cache.get(chunk.text)
-            if raw is None:
-                outcome[i] = f"{LLM_FAILED}: {errors.get(chunk.text, 'no answer')}"
-                still.append(i)
-                continue
-            questions = judge.keep(chunk, raw)
-            if questions:
-                kept[i] = questions
-                outcome.pop(i, None)
-                stats.recovered_by_retry += attempt > 0
-            else:
-                outcome[i] = NO_QUESTION if not parse_questions(raw, settings.questions_per_chunk) else ALL_DROPPED
-                still.append(i)
-        pending = still
+    writers = _OneWriter(writer_factory, settings)
+    try:
+        for attempt in range(retries + 1):
+            if not pending:
+                break
+            with GenerationCache(settings.cache_dir, attempt_fingerprint(settings, attempt)) as cache:
+                texts = list(dict.fromkeys(asked[i].text for i in pending))
+                missing = [t for t in texts if cache.get(t) is None]
+                stats.cache_hits += len(texts) - len(missing)
+                if attempt == 1:
+                    stats.retried_chunks = len(pending)
+                log.info(
+                    "questions%s: %d chunks, %d answered before (cache %s), %d to ask",
+                    f" (attempt {attempt + 1}, seed {settings.seed + attempt})" if attempt else "",
+                    len(texts), len(texts) - len(missing), cache.path, len(missing),
+                )
+                errors: dict[str, str] = {}
+                if missing:
+                    sent, seconds, errors = _ask(
+                        missing, attempt_settings(settings, attempt), cache, writers.for_attempt(attempt),
+                        show_progress, attempt,
+                    )
+                    stats.requests_sent += sent
+                    stats.seconds_in_llm += seconds
+            still = []
+            for i in pending:
+                chunk = asked[i]
+                raw = cache.get(chunk.text)
+                if raw is None:
+                    outcome[i] = f"{LLM_FAILED}: {errors.get(chunk.text, 'no answer')}"
+                    still.append(i)
+                    continue
+                questions = judge.keep(chunk, raw)
+                if questions:
+                    kept[i] = questions
+                    outcome.pop(i, None)
+                    stats.recovered_by_retry += attempt > 0
+                else:
+                    outcome[i] = NO_QUESTION if not parse_questions(raw, settings.questions_per_chunk) else ALL_DROPPED
+                    still.append(i)
+            pending = still
+    finally:
+        # Free the model now: the training that follows must not share memory with it.
+        writers.close()
 
     questions: list[Question] = []
     for i, chunk in enumerate(asked):
@@ -286,6 +294,39 @@ def generate_questions(
     stats.chunks_without_question = (failed + [w for w in without if w["reason"] == ALL_DROPPED])[:MAX_LISTED_FAILURES]
     check_failed_share(failed, len(asked), settings.max_failed_share, retries)
     return GenerationResult(questions=questions, stats=stats)
+
+
+class _OneWriter:
+    """One writer for the first round and every retry round: made when first needed, closed once.
+
+    A retry round only changes the seed; a writer that can take a new seed
+    (``reseed``, as every backend here can) keeps its model loaded. One that cannot is
+    closed and made again with the round's settings.
+    """
+
+    def __init__(self, factory: Callable[[Settings], QuestionWriter], settings: Settings):
+        self.factory = factory
+        self.settings = settings
+        self.writer: QuestionWriter | None = None
+        self.seed: int | None = None
+
+    def for_attempt(self, attempt: int) -> QuestionWriter:
+        s = attempt_settings(self.settings, attempt)
+        if self.writer is not None and self.seed != s.seed:
+            reseed = getattr(self.writer, "reseed", None)
+            if reseed is not None:
+                reseed(s.seed)
+            else:
+                self.close()
+        if self.writer is None:
+            self.writer = self.factory(s)
+        self.seed = s.seed
+        return self.writer
+
+    def close(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close()
 
 
 def check_failed_share(failed: list[dict[str, Any]], n_asked: int, max_share: float, retries: int) -> None:
@@ -320,11 +361,12 @@ def _ask(
     texts: list[str],
     settings: Settings,
     cache: GenerationCache,
-    writer_factory: Callable[[Settings], QuestionWriter],
+    writer: QuestionWriter,
     show_progress: bool,
     attempt: int = 0,
 ) -> tuple[int, float, dict[str, str]]:
-    """Ask for ``texts`` batch by batch; (requests sent, seconds, {text: error} of failed batches).
+    """Ask for ``texts`` batch by batch, each answer cached as it arrives; (requests sent,
+    seconds, {text: error} of failed batches).
 
     A failed batch is recorded and the next one tried (a retry round asks it again); a few
     failed batches in a row mean the LLM is down, and waiting on every other batch would
@@ -334,64 +376,100 @@ def _ask(
     started = time.perf_counter()
     errors: dict[str, str] = {}
     failed_in_a_row = 0
-    writer = writer_factory(settings)
-    sent_before = writer.requests_sent  # a writer may be reused (tests, a shared server client)
+    sent_before = writer.requests_sent  # the writer serves every round (and tests may share one)
     desc = "questions" if attempt == 0 else f"questions (retry {attempt})"
-    try:
-        with tqdm(total=len(texts), desc=desc, unit="chunk", disable=not show_progress) as bar:
-            for start in range(0, len(texts), batch):
-                part = texts[start : start + batch]
-                prompts = [build_prompt(settings.prompt_template, t, settings.questions_per_chunk) for t in part]
-                try:
-                    answers = dict(zip(part, _complete(writer, prompts, bar.update)))
-                except Exception as e:  # noqa: BLE001 - any backend failure: record it, retry the chunks later
-                    log.warning("questions: a batch of %d chunks failed: %s", len(part), _error(e))
-                    if attempt == 0 or len(part) == 1:
-                        answers, batch_errors = {}, dict.fromkeys(part, _error(e))
-                    else:
-                        # In a retry round, one prompt the model cannot take (too long for its
-                        # context, say) must not fail its batch-mates again: ask them one by one.
-                        answers, batch_errors = _one_by_one(writer, part, prompts)
-                    errors.update(batch_errors)
-                    if answers:
-                        failed_in_a_row = 0
-                    else:
-                        failed_in_a_row += 1
-                        if failed_in_a_row >= MAX_FAILED_BATCHES_IN_A_ROW:
-                            raise GenerationFailedError(
-                                f"the LLM ({writer.name}) failed {failed_in_a_row} batches in a row, last with "
-                                f"{_error(e)}. Answers received so far are cached: fix the LLM (is the server up? "
-                                "the model path right?) and run again."
-                            ) from e
+    with tqdm(total=len(texts), desc=desc, unit="chunk", disable=not show_progress) as bar:
+        for start in range(0, len(texts), batch):
+            part = texts[start : start + batch]
+            prompts = [build_prompt(settings.prompt_template, t, settings.questions_per_chunk) for t in part]
+            answered: set[str] = set()
+            try:
+                _complete(writer, prompts, bar.update, _keeper(part, cache, answered))
+            except Exception as e:  # noqa: BLE001 - any backend failure: record it, retry the chunks later
+                log.warning("questions: a batch of %d chunks failed: %s", len(part), _error(e))
+                rest = [i for i, t in enumerate(part) if t not in answered]
+                if attempt == 0 or len(rest) <= 1:
+                    batch_errors = dict.fromkeys((part[i] for i in rest), _error(e))
                 else:
+                    # In a retry round, one prompt the model cannot take (too long for its
+                    # context, say) must not fail its batch-mates again: ask them one by one.
+                    batch_errors = _one_by_one(writer, [part[i] for i in rest], [prompts[i] for i in rest], cache)
+                errors.update(batch_errors)
+                if len(batch_errors) < len(part):  # some of the batch was answered
                     failed_in_a_row = 0
-                cache.put_many(answers)
-                done = start + len(part)
-                elapsed = time.perf_counter() - started
-                log.info(
-                    "questions: %d/%d chunks asked, %.2f chunks/s, about %.0f s left",
-                    done, len(texts), done / elapsed, (len(texts) - done) * elapsed / done,
-                )
-        return writer.requests_sent - sent_before, time.perf_counter() - started, errors
-    finally:
-        writer.close()
+                else:
+                    failed_in_a_row += 1
+                    if failed_in_a_row >= MAX_FAILED_BATCHES_IN_A_ROW:
+                        raise GenerationFailedError(
+                            f"the LLM ({writer.name}) failed {failed_in_a_row} batches in a row, last with "
+                            f"{_error(e)}. Answers received so far are cached: fix the LLM (is the server up? "
+                            "the model path right?) and run again."
+                        ) from e
+            else:
+                failed_in_a_row = 0
+            cache.sync()
+            done = start + len(part)
+            elapsed = time.perf_counter() - started
+            log.info(
+                "questions: %d/%d chunks asked, %.2f chunks/s, about %.0f s left",
+                done, len(texts), done / elapsed, (len(texts) - done) * elapsed / done,
+            )
+    return writer.requests_sent - sent_before, time.perf_counter() - started, errors
 
 
-def _complete(writer: QuestionWriter, prompts: list[str], on_progress: Callable[[int], None] | None) -> list[str]:
-    raws = writer.complete(prompts, on_progress=on_progress)
+def _keeper(part: list[str], cache: GenerationCache, answered: set[str]) -> Callable[[int, str], None]:
+    """The ``on_answer`` of one batch: caches the answer to ``part[i]`` and notes it answered."""
+
+    def keep(i: int, raw: str) -> None:
+        answered.add(part[i])
+        cache.add(part[i], raw)
+
+    return keep
+
+
+def _complete(
+    writer: QuestionWriter,
+    prompts: list[str],
+    on_progress: Callable[[int], None] | None,
+    on_answer: Callable[[int, str], None],
+) -> None:
+    """Ask ``writer`` for ``prompts``; each answer goes to ``on_answer`` once: as it arrives
+    where the writer can say so, else when the call returns."""
+    reported: set[int] = set()
+
+    def once(i: int, raw: str) -> None:
+        if i not in reported:
+            reported.add(i)
+            on_answer(i, raw)
+
+    if _takes_on_answer(writer):
+        raws = writer.complete(prompts, on_progress=on_progress, on_answer=once)
+    else:
+        raws = writer.complete(prompts, on_progress=on_progress)
     if len(raws) != len(prompts):
         raise LLMError(f"{writer.name} returned {len(raws)} answers for {len(prompts)} prompts")
-    return raws
+    for i, raw in enumerate(raws):
+        once(i, raw)
 
 
-def _one_by_one(writer: QuestionWriter, texts: list[str], prompts: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    answers, errors = {}, {}
+def _takes_on_answer(writer: QuestionWriter) -> bool:
+    """Whether ``writer.complete`` accepts ``on_answer`` (writers written before it existed do not)."""
+    try:
+        params = inspect.signature(writer.complete).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "on_answer" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _one_by_one(writer: QuestionWriter, texts: list[str], prompts: list[str], cache: GenerationCache) -> dict[str, str]:
+    """Ask each prompt alone, caching each answer; {text: error} of those that failed."""
+    errors = {}
     for text, prompt in zip(texts, prompts):
         try:
-            answers[text] = _complete(writer, [prompt], None)[0]
+            _complete(writer, [prompt], None, lambda _, raw, text=text: cache.add(text, raw))
         except Exception as e:  # noqa: BLE001 - recorded per chunk
             errors[text] = _error(e)
-    return answers, errors
+    return errors
 
 
 def _error(e: BaseException) -> str:

@@ -134,7 +134,9 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.7, ge=0)
     llm_top_p: float = Field(0.8, gt=0, le=1)
     llm_max_tokens: int = Field(96, gt=0, description="Most tokens written per answer.")
-    llm_threads: int | None = Field(None, description="CPU threads for the gguf backend (default: all cores).")
+    llm_threads: int | None = Field(
+        None, description="CPU threads for the gguf backend (default: the cores other programs leave free, at least 1)."
+    )
     llm_context: int = Field(2048, gt=0, description="Context window for the gguf backend.")
     # gguf backend speed (issue 3; measured in bench/generation.py). None of these changes
     # which question a chunk gets, only how fast: they stay out of the generation cache key.
@@ -142,6 +144,13 @@ class Settings(BaseSettings):
     llm_batch_tokens: int = Field(512, gt=0, description="Most tokens per llama.cpp decode call of the gguf backend (n_batch = n_ubatch).")
     llm_prefix_cache: bool = Field(True, description="gguf: evaluate the prompt's fixed start (chat header, instructions, example) once and reuse it for every chunk.")
     llm_stop_early: bool = Field(True, description="gguf: end an answer at the newline after its last asked-for question instead of running on.")
+    llm_passive_wait: bool = Field(
+        True,
+        description=(
+            "gguf: let llama.cpp's idle threads sleep (OMP_WAIT_POLICY=PASSIVE) instead of spinning, so another "
+            "busy program does not slow generation several-fold; OMP_WAIT_POLICY in the environment wins."
+        ),
+    )
     llm_timeout_s: float = Field(120.0, gt=0, description="Per-request timeout of the openai backend.")
     llm_concurrency: int = Field(8, gt=0, description="Concurrent requests of the openai backend.")
     vllm_batch_size: int = Field(512, gt=0, description="Prompts per vLLM generate call.")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tasks.generation import generate_questions
-from tasks.generation_cache import GenerationCache
+from tasks.generation_cache import SYNC_EVERY_ANSWERS, GenerationCache
+from tasks.llm.base import BaseWriter
 from tasks.records import Chunk
 from tasks.settings import Settings
 
@@ -96,13 +101,129 @@ def test_a_crash_keeps_the_finished_batches(tmp_path):
     assert r.stats.cache_hits == 4 and w.requests_sent == 6
 
 
+class StreamingWriter(CountingWriter):
+    """Reports each answer as it is written (as the real backends do), and dies after ``die_after`` of them."""
+
+    def __init__(self, die_after=None, die=None, **kw):
+        super().__init__(**kw)
+        self.die_after = die_after
+        self.die = die or (lambda: (_ for _ in ()).throw(Killed()))
+
+    def complete(self, prompts, on_progress=None, on_answer=None):
+        out = []
+        for i, p in enumerate(prompts):
+            if self.requests_sent == self.die_after:
+                self.die()
+            out += super().complete([p], on_progress)
+            if on_answer:
+                on_answer(i, out[-1])
+        return out
+
+
+def test_a_crash_mid_batch_keeps_every_answer_that_arrived(tmp_path):
+    s = _settings(tmp_path, llm_concurrency=1)  # openai batches are 4 prompts
+    with pytest.raises(Killed):
+        generate_questions(_chunks(10), s, lambda _: StreamingWriter(die_after=6), show_progress=False)
+    w = CountingWriter()
+    r = generate_questions(_chunks(10), s, lambda _: w, show_progress=False)
+    # Dead two answers into the second batch: only the four never answered are asked again.
+    assert r.stats.cache_hits == 6 and w.requests_sent == 4
+    assert all(f"内容第{i}段" in p for i, p in zip(range(6, 10), w.prompts))
+
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from tests.test_generation import StreamingWriter, _chunks, _settings
+from tasks.generation import generate_questions
+
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+generate_questions(_chunks(10), _settings(Path({tmp!r}), llm_concurrency=1),
+                   lambda _: StreamingWriter(die_after={n}, die=die), show_progress=False)
+"""
+
+
+def test_kill_9_mid_batch_then_rerun_asks_only_the_rest(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    code = KILLED_RUN.format(root=str(root), tmp=str(tmp_path), n=7)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+    s = _settings(tmp_path, llm_concurrency=1)
+    lines = GenerationCache(tmp_path / "cache", s.generation_fingerprint()).path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 7 and all(line.startswith('{"key": ') and line.endswith("}") for line in lines)
+    w = CountingWriter()
+    r = generate_questions(_chunks(10), s, lambda _: w, show_progress=False)
+    assert r.stats.cache_hits == 7 and w.requests_sent == 3 and len(r.questions) == 10
+
+
+def test_answers_are_in_the_file_at_once_and_fsynced_in_groups(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    with GenerationCache(tmp_path, {"x": 1}) as cache:
+        for i in range(SYNC_EVERY_ANSWERS * 2 + 3):
+            cache.add(f"段{i}", f"问{i}？")
+            # Another reader (a rerun after kill -9) sees every answer added so far.
+            assert len(GenerationCache(tmp_path, {"x": 1})) == i + 1
+        assert len(synced) == 2
+    assert len(synced) == 3  # the last three, on close
+
+
+class ReseedingWriter(BaseWriter):
+    """Answers chunk 1 only under seed 44; counts what a GGUF model load would cost."""
+
+    name = "reseeding"
+
+    def __init__(self, seed, log):
+        super().__init__()
+        self.seed = seed
+        self.log = log
+
+    def reseed(self, seed):
+        self.seed = seed
+
+    def complete(self, prompts, on_progress=None, on_answer=None):
+        self.log.append(("complete", self.seed, len(prompts)))
+        if self.log.count("down"):
+            raise ConnectionError("LLM went away")
+        self.requests_sent += len(prompts)
+        topics = [re.search(r"内容第\d+段", p).group(0) for p in prompts]
+        return [f"{t}讲了什么？" if t != "内容第1段" or self.seed == 44 else "" for t in topics]
+
+    def close(self):
+        self.log.append("close")
+
+
+def test_one_writer_serves_every_retry_round_and_is_closed_before_returning(tmp_path):
+    log = []
+
+    def factory(settings):
+        log.append(("make", settings.seed))
+        return ReseedingWriter(settings.seed, log)
+
+    r = generate_questions(_chunks(4), _settings(tmp_path), factory, show_progress=False)
+    assert log == [("make", 42), ("complete", 42, 4), ("complete", 43, 1), ("complete", 44, 1), "close"]
+    assert r.stats.recovered_by_retry == 1 and r.stats.requests_sent == 6 and len(r.questions) == 4
+
+    # Closed once on an error too, before the error reaches the caller.
+    from tasks.generation import GenerationFailedError
+
+    log.clear()
+    log.append("down")
+    with pytest.raises(GenerationFailedError, match="batches in a row"):
+        generate_questions(_chunks(40), _settings(tmp_path / "down", llm_concurrency=1), factory, show_progress=False)
+    assert [e for e in log if e[0] == "make"] == [("make", 42)] and log[-1] == "close" and log.count("close") == 1
+
+
 def test_unparseable_answers_are_dropped_counted_and_asked_again_with_another_seed(tmp_path):
     w = CountingWriter(answers={"内容第1段": "", "内容第2段": "<think>嗯</think>"})
     seeds = []
     r = generate_questions(_chunks(4), _settings(tmp_path, max_failed_share=0.5),
                            lambda s: seeds.append(s.seed) or w, show_progress=False)
     assert r.stats.questions_kept == 2
-    assert seeds == [42, 43, 44]  # a writer per attempt, each with its own seed
+    assert seeds == [42, 43, 44]  # a writer that cannot reseed: one per attempt, each with its own seed
     assert r.stats.requests_sent == 4 + 2 + 2 == w.requests_sent
     assert r.stats.retried_chunks == 2 and r.stats.recovered_by_retry == 0
     assert r.stats.dropped == {"no question in the answer": 6}  # 2 chunks x 3 attempts
@@ -246,12 +367,14 @@ def test_torn_cache_line_is_ignored_and_does_not_eat_the_next(tmp_path):
     fp = {"x": 1}
     cache = GenerationCache(tmp_path, fp)
     cache.put_many({"a": "A？"})
-    with open(cache.path, "a", encoding="utf-8") as f:
-        f.write('{"key": "torn", "ra')  # killed mid-write
+    with open(cache.path, "ab") as f:
+        f.write('{"key": "torn", "raw": "问'.encode()[:-1])  # the machine went down mid-write, mid-character
     cache2 = GenerationCache(tmp_path, fp)
     cache2.put_many({"b": "B？"})
+    with cache2:
+        cache2.add("c", "C？")
     cache3 = GenerationCache(tmp_path, fp)
-    assert cache3.get("a") == "A？" and cache3.get("b") == "B？" and len(cache3) == 2
+    assert (cache3.get("a"), cache3.get("b"), cache3.get("c")) == ("A？", "B？", "C？") and len(cache3) == 3
 
 
 def test_questions_that_repeat_the_prompts_example_are_dropped(tmp_path):

@@ -207,20 +207,23 @@ def test_writer_takes_its_knobs_from_the_settings(tmp_path):
     assert (w.n_parallel, w.n_batch, w.questions_per_chunk, w.n_threads) == (3, 256, 2, 1)
     assert w.prefix_template == s.prompt_template and w.stop_early
     assert w.sampling == Sampling(temperature=0.0, top_p=s.llm_top_p, max_tokens=s.llm_max_tokens, seed=7)
-    off = GGUFWriter.from_settings(s.model_copy(update={"llm_prefix_cache": False, "llm_stop_early": False}))
-    assert off.prefix_template is None and not off.stop_early
+    assert w.passive_wait and w.thread_choice is None  # threads are chosen when the model loads, from the CPU load then
+    off = GGUFWriter.from_settings(s.model_copy(update={"llm_prefix_cache": False, "llm_stop_early": False,
+                                                        "llm_passive_wait": False, "llm_threads": None}))
+    assert off.prefix_template is None and not off.stop_early and not off.passive_wait and off.n_threads is None
     assert w.complete([]) == [] and w.engine_stats is None  # nothing loaded for nothing to do
 
 
 def test_speed_knobs_stay_out_of_the_generation_cache_key():
     base = Settings().generation_fingerprint()
-    fast = Settings(llm_parallel=16, llm_batch_tokens=1024, llm_prefix_cache=False, llm_stop_early=False)
+    fast = Settings(llm_parallel=16, llm_batch_tokens=1024, llm_prefix_cache=False, llm_stop_early=False,
+                    llm_threads=1, llm_passive_wait=False)
     assert fast.generation_fingerprint() == base
 
 
 @pytest.mark.slow
 @needs_gguf
-def test_real_batched_generation_writes_questions():
+def test_real_batched_generation_writes_questions(caplog):
     from tasks.llm.gguf_backend import GGUFWriter
 
     chunks = [
@@ -230,11 +233,13 @@ def test_real_batched_generation_writes_questions():
     ]
     # The prompts must ask for as many questions as the writer's shared prefix says.
     settings = Settings(llm_backend="gguf", llm_parallel=2, llm_threads=1, llm_max_tokens=48, questions_per_chunk=1)
-    done = []
-    with GGUFWriter.from_settings(settings) as writer:
-        raws = writer.complete([build_prompt(settings.prompt_template, c, 1) for c in chunks], on_progress=done.append)
+    done, answers = [], {}
+    with caplog.at_level("INFO", logger="tasks.llm.gguf_backend"), GGUFWriter.from_settings(settings) as writer:
+        raws = writer.complete([build_prompt(settings.prompt_template, c, 1) for c in chunks], on_progress=done.append,
+                               on_answer=answers.__setitem__)
         stats = writer.engine_stats
-    assert len(raws) == 3 and done == [1, 1, 1]
+    assert len(raws) == 3 and done == [1, 1, 1] and answers == dict(enumerate(raws))
+    assert any(r.getMessage().startswith("llm: 1 thread (llm_threads=1 set), ") for r in caplog.records)
     assert all(parse_questions(r, 1) for r in raws), raws
     assert stats.prompts == 3 and stats.prefix_hits == 2  # the chunk starting with a newline ran whole
     assert 0 < stats.output_tokens <= 3 * 48

@@ -102,10 +102,11 @@ def test_extractive_is_deterministic_and_asks_about_the_chunk():
 
 
 def test_extractive_writes_n_distinct_questions_and_reports_progress():
-    progress = []
-    raw = ExtractiveWriter(n_questions=3).complete([_prompt(CHUNK)], on_progress=progress.append)
+    progress, arrived = [], {}
+    raw = ExtractiveWriter(n_questions=3).complete([_prompt(CHUNK)], on_progress=progress.append,
+                                                   on_answer=arrived.__setitem__)
     assert len(set(parse_questions(raw[0], 3))) == 3
-    assert progress == [1]
+    assert progress == [1] and arrived == {0: raw[0]}
 
 
 def test_extractive_without_fences_uses_the_whole_prompt_and_handles_empty_text():
@@ -187,10 +188,11 @@ def _openai(url: str, **kwargs):
 
 def test_openai_concurrent_requests_keep_order():
     prompts = [f"资料{i}" for i in range(12)]
-    progress = []
+    progress, arrived = [], {}
     with FakeServer(delay_s=0.05) as server, _openai(server.url, concurrency=4) as writer:
-        answers = writer.complete(prompts, on_progress=progress.append)
+        answers = writer.complete(prompts, on_progress=progress.append, on_answer=arrived.__setitem__)
     assert answers == [f"Q:{p}" for p in prompts]
+    assert arrived == dict(enumerate(answers))  # each answer reported once, under its prompt's index
     assert writer.requests_sent == 12 and writer.attempts == 12
     assert sum(progress) == 12
     assert 1 < server.max_active <= 4
@@ -268,6 +270,15 @@ def test_openai_down_server_fails_clearly_after_retries():
     assert writer.requests_sent >= 1
 
 
+def test_reseed_changes_the_seed_of_the_next_requests_only():
+    with FakeServer() as server, _openai(server.url, concurrency=1) as writer:
+        writer.complete(["a"])
+        writer.reseed(43)
+        writer.complete(["b"])
+    assert [r["body"]["seed"] for r in server.requests] == [42, 43]
+    assert writer.sampling.temperature == 0.7  # nothing else moves
+
+
 def test_openai_no_prompts_sends_nothing():
     with _openai("http://127.0.0.1:9/v1") as writer:
         assert writer.complete([]) == []
@@ -322,14 +333,19 @@ def fake_vllm(monkeypatch):
 def test_vllm_sends_prompts_in_batches(fake_vllm):
     settings = Settings(llm_backend="vllm", vllm_batch_size=4, llm_temperature=0.5, seed=7)
     prompts = [f"p{i}" for i in range(10)]
-    progress = []
+    progress, arrived = [], []
     with make_writer(settings) as writer:
-        answers = writer.complete(prompts, on_progress=progress.append)
+        answers = writer.complete(prompts, on_progress=progress.append, on_answer=lambda i, a: arrived.append(i))
+        sampling = fake_vllm["sampling"]
+        writer.reseed(8)  # a retry round: new SamplingParams, same loaded model
+        sampling_after_reseed = fake_vllm["sampling"]
     assert answers == [f"答：<user>p{i}<assistant>" for i in range(10)]
+    assert arrived == list(range(10))
+    assert sampling_after_reseed["seed"] == 8
     assert [len(b) for b in fake_vllm["generate"]] == [4, 4, 2]
     assert progress == [4, 4, 2]
     assert writer.requests_sent == 10 and writer.generate_calls == 3
-    assert fake_vllm["sampling"] == {"temperature": 0.5, "top_p": 0.8, "max_tokens": 96, "seed": 7}
+    assert sampling == {"temperature": 0.5, "top_p": 0.8, "max_tokens": 96, "seed": 7}
     assert fake_vllm["llm_kwargs"]["model"] == "Qwen/Qwen2.5-7B-Instruct"
     assert all(
         kw == {"tokenize": False, "add_generation_prompt": True, "enable_thinking": False}

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tasks.llm.base import BaseWriter, LLMError, ProgressCallback, QuestionWriter
+from tasks.llm.base import AnswerCallback, BaseWriter, LLMError, ProgressCallback, QuestionWriter
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
 
-__all__ = ["BaseWriter", "LLMError", "ProgressCallback", "QuestionWriter", "make_writer"]
+__all__ = ["AnswerCallback", "BaseWriter", "LLMError", "ProgressCallback", "QuestionWriter", "make_writer"]
 
 
 def make_writer(settings: "Settings") -> QuestionWriter:

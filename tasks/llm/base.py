@@ -8,7 +8,8 @@ adapter around its model or server.
 Example::
 
     >>> with make_writer(settings) as writer:
-    ...     raw = writer.complete(prompts, on_progress=bar.update)
+    ...     raw = writer.complete(prompts, on_progress=bar.update, on_answer=lambda i, text: cache.add(texts[i], text))
+    ...     writer.reseed(43)  # a retry round: same model, another seed
     >>> writer.requests_sent
     3
 """
@@ -16,18 +17,22 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
 
-__all__ = ["LLMError", "ProgressCallback", "QuestionWriter", "BaseWriter", "Sampling"]
+__all__ = ["AnswerCallback", "LLMError", "ProgressCallback", "QuestionWriter", "BaseWriter", "Sampling"]
 
 # Called with the number of prompts that have just finished (an increment, like
 # tqdm's update), from the thread that called complete().
 ProgressCallback = Callable[[int], None]
+# Called once per prompt with (its index in the complete() call, its raw answer) as soon
+# as that answer is there, from the thread that called complete(), before complete()
+# returns: the caller can keep each answer even if the call later fails or is killed.
+AnswerCallback = Callable[[int, str], None]
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,27 @@ class LLMError(RuntimeError):
 
 @runtime_checkable
 class QuestionWriter(Protocol):
-    """A backend that writes one raw completion per prompt."""
+    """A backend that writes one raw completion per prompt.
+
+    A writer may also offer ``reseed(seed)`` (as :class:`BaseWriter` does): generation
+    then asks its retry rounds through the same writer, with the model loaded once,
+    instead of making a writer per round.
+    """
 
     name: str
     requests_sent: int
 
-    def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
-        """Raw completions, one per prompt, in the order of ``prompts``."""
+    def complete(
+        self,
+        prompts: Sequence[str],
+        on_progress: ProgressCallback | None = None,
+        on_answer: AnswerCallback | None = None,
+    ) -> list[str]:
+        """Raw completions, one per prompt, in the order of ``prompts``.
+
+        ``on_answer`` is optional for a writer: one whose ``complete`` does not take it
+        gets its answers kept when the call returns.
+        """
         ...
 
     def close(self) -> None:
@@ -84,8 +103,22 @@ class BaseWriter:
         # Prompts actually handed to the model: a fully cached run must leave this at 0.
         self.requests_sent = 0
 
-    def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
+    def complete(
+        self,
+        prompts: Sequence[str],
+        on_progress: ProgressCallback | None = None,
+        on_answer: AnswerCallback | None = None,
+    ) -> list[str]:
         raise NotImplementedError
+
+    def reseed(self, seed: int) -> None:
+        """Sample the next prompts with ``seed``, keeping the loaded model (a retry round).
+
+        Writers that sample keep their settings in ``self.sampling``; others ignore the seed.
+        """
+        sampling = getattr(self, "sampling", None)
+        if isinstance(sampling, Sampling):
+            self.sampling = replace(sampling, seed=seed)
 
     def close(self) -> None:
         """Nothing to free by default."""

@@ -237,10 +237,12 @@ class BatchedLlama:
         *,
         stop: Callable[[str], bool] | None = None,
         on_done: Callable[[int], None] | None = None,
+        on_answer: Callable[[int, str], None] | None = None,
     ) -> list[str]:
         """The answer to each rendered chat text (as from :meth:`ChatTokenizer.render`), in order.
 
-        ``on_done(1)`` is called as each prompt finishes (they finish out of order).
+        As each prompt finishes (they finish out of order), ``on_answer(its index, its
+        answer)`` and then ``on_done(1)`` are called.
         """
         L = self._L
         started = time.perf_counter()
@@ -268,7 +270,7 @@ class BatchedLlama:
                     token = L.llama_sampler_sample(slot.sampler, self._ctx, slot.batch_row)
                     slot.batch_row = -1
                     if self.tokenizer.is_end(token):
-                        self._finish(slot, results, on_done)
+                        self._finish(slot, results, on_done, on_answer)
                         continue
                     piece = self.tokenizer.piece(token)
                     slot.output += piece
@@ -276,10 +278,10 @@ class BatchedLlama:
                     self.stats.output_tokens += 1
                     slot.pending = [token]
                     if slot.n_out >= sampling.max_tokens:
-                        self._finish(slot, results, on_done)
+                        self._finish(slot, results, on_done, on_answer)
                     elif stop is not None and b"\n" in piece and stop(_text(slot.output)):
                         self.stats.stopped_early += 1
-                        self._finish(slot, results, on_done)
+                        self._finish(slot, results, on_done, on_answer)
         finally:
             for slot in slots:
                 self._free(slot)
@@ -346,9 +348,18 @@ class BatchedLlama:
                 "lower llm_parallel or raise llm_context"
             )
 
-    def _finish(self, slot: _Slot, results: list[str | None], on_done: Callable[[int], None] | None) -> None:
-        results[slot.index] = _text(slot.output)
+    def _finish(
+        self,
+        slot: _Slot,
+        results: list[str | None],
+        on_done: Callable[[int], None] | None,
+        on_answer: Callable[[int, str], None] | None,
+    ) -> None:
+        index = slot.index
+        results[index] = _text(slot.output)
         self._free(slot)
+        if on_answer is not None:
+            on_answer(index, results[index])
         if on_done is not None:
             on_done(1)
 

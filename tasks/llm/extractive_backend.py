@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tasks.llm.base import BaseWriter, ProgressCallback
+from tasks.llm.base import AnswerCallback, BaseWriter, ProgressCallback
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -87,13 +87,20 @@ class ExtractiveWriter(BaseWriter):
         defaults = {"n_questions": settings.questions_per_chunk, "delay_s": settings.extractive_delay_s}
         return cls(**{**defaults, **overrides})
 
-    def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
+    def complete(
+        self,
+        prompts: Sequence[str],
+        on_progress: ProgressCallback | None = None,
+        on_answer: AnswerCallback | None = None,
+    ) -> list[str]:
         answers = []
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             if self.delay_s:
                 time.sleep(self.delay_s)
             self.requests_sent += 1
             answers.append("\n".join(extractive_questions(extract_context(prompt), self.n_questions)))
+            if on_answer is not None:
+                on_answer(i, answers[-1])
             if on_progress is not None:
                 on_progress(1)
         return answers

@@ -7,6 +7,8 @@ sequences per decode, the prompt template's fixed start evaluated once, answers
 stopped after the questions asked for (see ``bench/generation.py`` for what each
 buys). Each prompt is sampled with the same seed, so a chunk's question does not
 depend on which chunks came before it or beside it (the per-chunk cache relies on that).
+Unless ``llm_threads`` is set, the thread count is chosen at load from the cores other
+programs leave free, and idle threads sleep rather than spin (:mod:`tasks.llm.cpu_threads`).
 
 Example::
 
@@ -19,12 +21,12 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.llm.base import BaseWriter, LLMError, ProgressCallback, Sampling
+from tasks.llm.base import AnswerCallback, BaseWriter, LLMError, ProgressCallback, Sampling
+from tasks.llm.cpu_threads import ThreadChoice, describe, import_llama_cpp, pick_threads
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -39,15 +41,6 @@ LLAMA_CPP_BUILD_HINT = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
     "pip install --no-binary llama-cpp-python 'llama-cpp-python==0.3.36'"
 )
-
-
-def _default_threads() -> int:
-    # llama-cpp-python's own default is half the cores; generation here is the
-    # only work running, so use all of the cores this process may run on.
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_gguf_path(settings: "Settings") -> Path:
@@ -86,12 +79,21 @@ class GGUFWriter(BaseWriter):
         questions_per_chunk: int = 1,
         stop_early: bool = True,
         use_mmap: bool = False,
+        passive_wait: bool = True,
     ) -> None:
-        """``prefix_template``: the prompt template whose fixed start is evaluated once (None: no prefix cache)."""
+        """``prefix_template``: the prompt template whose fixed start is evaluated once (None: no prefix cache).
+
+        ``n_threads`` None: chosen at load from the cores other processes leave free, and
+        ``passive_wait`` lets idle threads sleep (see :mod:`tasks.llm.cpu_threads`).
+        """
         super().__init__()
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or _default_threads()
+        self.n_threads = n_threads
+        self.passive_wait = passive_wait
+        # What load() chose, for the log and benchmarks (None before the load).
+        self.thread_choice: ThreadChoice | None = None
+        self.wait_policy: str | None = None
         self.sampling = sampling
         self.n_parallel = n_parallel
         self.n_batch = n_batch
@@ -113,6 +115,7 @@ class GGUFWriter(BaseWriter):
             prefix_template=settings.prompt_template if settings.llm_prefix_cache else None,
             questions_per_chunk=settings.questions_per_chunk,
             stop_early=settings.llm_stop_early,
+            passive_wait=settings.llm_passive_wait,
         )
 
     @property
@@ -125,7 +128,7 @@ class GGUFWriter(BaseWriter):
         if self._engine is not None:
             return self._engine
         try:
-            import llama_cpp  # noqa: F401
+            _, self.wait_policy = import_llama_cpp(self.passive_wait)
         except ImportError as e:
             raise LLMError(
                 "the gguf backend needs llama-cpp-python, which is not installed (or does not load: "
@@ -136,11 +139,13 @@ class GGUFWriter(BaseWriter):
 
         if not self.model_path.is_file():
             raise LLMError(f"GGUF model {self.model_path} does not exist")
+        self.thread_choice = pick_threads(self.n_threads)
+        logger.info("%s", describe(self.thread_choice, self.wait_policy))
         engine = BatchedLlama(
             self.model_path,
             n_ctx_per_seq=self.n_ctx,
             n_parallel=self.n_parallel,
-            n_threads=self.n_threads,
+            n_threads=self.thread_choice.threads,
             n_batch=self.n_batch,
             use_mmap=self.use_mmap,
         )
@@ -155,7 +160,12 @@ class GGUFWriter(BaseWriter):
         self._engine = engine
         return engine
 
-    def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
+    def complete(
+        self,
+        prompts: Sequence[str],
+        on_progress: ProgressCallback | None = None,
+        on_answer: AnswerCallback | None = None,
+    ) -> list[str]:
         if not prompts:
             return []
         engine = self.load()
@@ -164,7 +174,7 @@ class GGUFWriter(BaseWriter):
         chats = [engine.tokenizer.render(p) for p in prompts]
         self.requests_sent += len(prompts)
         stop = QuestionStop(self.questions_per_chunk) if self.stop_early else None
-        return engine.generate(chats, self.sampling, stop=stop, on_done=on_progress)
+        return engine.generate(chats, self.sampling, stop=stop, on_done=on_progress, on_answer=on_answer)
 
     def close(self) -> None:
         engine, self._engine = self._engine, None

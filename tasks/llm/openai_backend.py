@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tasks.llm.base import BaseWriter, LLMError, ProgressCallback, Sampling
+from tasks.llm.base import AnswerCallback, BaseWriter, LLMError, ProgressCallback, Sampling
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -194,7 +194,12 @@ class OpenAIWriter(BaseWriter):
 
     # --- many requests -----------------------------------------------------------
 
-    def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
+    def complete(
+        self,
+        prompts: Sequence[str],
+        on_progress: ProgressCallback | None = None,
+        on_answer: AnswerCallback | None = None,
+    ) -> list[str]:
         if not prompts:
             return []
         stop = threading.Event()
@@ -214,9 +219,12 @@ class OpenAIWriter(BaseWriter):
                         stop.set()
                         raise error
                     if error is None:
-                        answers[futures[future]] = future.result()
+                        index = futures[future]
+                        answers[index] = future.result()
                         finished += 1
-                # Progress is reported here, in the caller's thread, never from a worker.
+                        if on_answer is not None:
+                            on_answer(index, answers[index])
+                # Progress and answers are reported here, in the caller's thread, never from a worker.
                 if on_progress is not None and finished:
                     on_progress(finished)
         finally:

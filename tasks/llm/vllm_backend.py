@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tasks.llm.base import BaseWriter, LLMError, ProgressCallback, Sampling
+from tasks.llm.base import AnswerCallback, BaseWriter, LLMError, ProgressCallback, Sampling
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -118,12 +118,26 @@ class VLLMWriter(BaseWriter):
             enable_thinking=False,
         )
 
-    def complete(self, prompts: Sequence[str], on_progress: ProgressCallback | None = None) -> list[str]:
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
+        # The per-request seed lives in the SamplingParams built at load time.
+        if self._sampling is not None:
+            import vllm
+
+            self._sampling = vllm.SamplingParams(**self.sampling.as_kwargs())
+
+    def complete(
+        self,
+        prompts: Sequence[str],
+        on_progress: ProgressCallback | None = None,
+        on_answer: AnswerCallback | None = None,
+    ) -> list[str]:
         if not prompts:
             return []
         llm = self._load()
         answers: list[str] = []
         for batch in batched(list(prompts), self.batch_size):
+            first = len(answers)
             rendered = [self._render(p) for p in batch]
             self.requests_sent += len(batch)
             self.generate_calls += 1
@@ -131,6 +145,9 @@ class VLLMWriter(BaseWriter):
             if len(outputs) != len(batch):
                 raise LLMError(f"vLLM returned {len(outputs)} outputs for {len(batch)} prompts")
             answers.extend(out.outputs[0].text if out.outputs else "" for out in outputs)
+            if on_answer is not None:
+                for i in range(first, len(answers)):
+                    on_answer(i, answers[i])
             if on_progress is not None:
                 on_progress(len(batch))
         return answers
