@@ -77,15 +77,15 @@ def exit_cleanly_on_signals(main: Callable[[], int], grace_seconds: float = GRAC
     try:
         return main()
     except Terminated as stop:
-        print(f"\nstopped by {stop.signal_name}: the stages that finished are kept; "
-              "run the same command again to continue", file=sys.stderr)
+        _say(f"\nstopped by {stop.signal_name}: the stages that finished are kept; "
+             "run the same command again to continue")
         return stop.code
 
 
 def stop_children(timeout: float = 5.0) -> list[int]:
     """Terminate every descendant of this process (SIGTERM, then SIGKILL after ``timeout``);
     returns their pids."""
-    import psutil  # accelerate's dependency, so always installed with this project
+    import psutil
 
     try:
         children = psutil.Process().children(recursive=True)
@@ -121,8 +121,16 @@ def _watchdog(signum: int, grace_seconds: float) -> None:
 
 
 def _exit_now(signum: int, why: str) -> None:
-    print(f"\n{signal.Signals(signum).name}: {why}; stopping child processes and exiting", file=sys.stderr, flush=True)
     try:
+        _say(f"\n{signal.Signals(signum).name}: {why}; stopping child processes and exiting")
         stop_children()
     finally:
         os._exit(128 + signum)
+
+
+def _say(line: str) -> None:
+    # After SIGHUP the terminal may be gone: a failed write must not stop the shutdown.
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass

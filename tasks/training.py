@@ -236,10 +236,9 @@ def train_model(
         train_dataset: An EmbeddingQAFinetuneDataset JSON file (see :mod:`tasks.qa_dataset`).
         output_dir: Final model folder; replaced atomically if it exists.
         settings: The training block of :class:`Settings`.
-        work_dir: Where checkpoints and the base weights for the interpolation go (default:
-            ``work/`` beside ``output_dir``); a
-            subfolder named by :func:`run_fingerprint` is resumed from and removed after
-            success.
+        work_dir: Where checkpoints and the base weights for the interpolation go
+            (default: ``work/`` beside ``output_dir``); a subfolder named by
+            :func:`run_fingerprint` is resumed from and removed after success.
         val_dataset: Validation questions: the best epoch by NDCG@10 is kept
             (``keep_best_checkpoint``) and α is chosen on it.
         guard_dataset: General questions that α may not lose more than
