@@ -546,4 +546,7 @@ def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flows.signals import exit_cleanly_on_signals
+
+    # SIGTERM must unwind like Ctrl-C, or the local Prefect server outlives the run.
+    sys.exit(exit_cleanly_on_signals(main))

@@ -37,18 +37,51 @@ def interpolate_state_dicts(tuned: Mapping[str, Any], base: Mapping[str, Any], a
     >>> interpolate_state_dicts({"w": torch.tensor([1.0])}, {"w": torch.tensor([3.0])}, 0.25)["w"]
     tensor([2.5000])
     """
+    _check_pair(tuned, base, alpha)
+    return {key: _mix(t, base[key], alpha) if t.is_floating_point() else t.clone() for key, t in tuned.items()}
+
+
+def load_interpolation(model: Any, tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> None:
+    """Write ``alpha·tuned + (1−alpha)·base`` into ``model``'s own weights, one tensor at a time.
+
+    The same numbers as ``model.load_state_dict(interpolate_state_dicts(tuned, base, alpha))``
+    without a third model-sized dict: only one weight's mix exists at a time. ``base`` may
+    live on another device (e.g. memory-mapped from disk on the CPU).
+
+    >>> import torch
+    >>> m = torch.nn.Linear(1, 1, bias=False)
+    >>> load_interpolation(m, {"weight": torch.tensor([[1.0]])}, {"weight": torch.tensor([[3.0]])}, 0.25)
+    >>> m.weight.data
+    tensor([[2.5000]])
+    """
+    import torch
+
+    _check_pair(tuned, base, alpha)
+    own = model.state_dict()  # tensors that share storage with the model's parameters and buffers
+    if own.keys() != tuned.keys():
+        only = sorted(set(own) ^ set(tuned))[:5]
+        raise ValueError(f"the model and the tuned weights differ (e.g. {only}): not the same architecture")
+    with torch.no_grad():
+        for key, dest in own.items():
+            t = tuned[key]
+            dest.copy_(_mix(t, base[key], alpha) if t.is_floating_point() else t)
+
+
+def _check_pair(tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> None:
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if tuned.keys() != base.keys():
         only = sorted(set(tuned) ^ set(base))[:5]
         raise ValueError(f"the two models have different weights (e.g. {only}): not the same architecture")
-    out: dict[str, Any] = {}
     for key, t in tuned.items():
         b = base[key]
         if t.shape != b.shape:
             raise ValueError(f"weight {key} has shape {tuple(t.shape)} in the tuned model, {tuple(b.shape)} in the base")
-        out[key] = (alpha * t + (1 - alpha) * b.to(device=t.device, dtype=t.dtype)) if t.is_floating_point() else t.clone()
-    return out
+
+
+def _mix(t: Any, b: Any, alpha: float) -> Any:
+    # One formula for both paths: the chosen α's weights must be bit-identical whichever wrote them.
+    return alpha * t + (1 - alpha) * b.to(device=t.device, dtype=t.dtype)
 
 
 def choose_alpha(results: Sequence[AlphaResult], margin: float) -> AlphaResult:
@@ -104,6 +137,10 @@ def interpolate_with_base(
     ``guard``), load the chosen one into ``model`` (a SentenceTransformer) and return it
     with every α's result.
 
+    Memory: one copy of the tuned weights besides the model (each α is written into the
+    model in place); ``base_state`` can be memory-mapped from disk (``torch.load(...,
+    mmap=True)``) so that it need not be held in memory through training.
+
     Example::
 
         >>> chosen, rows = interpolate_with_base(tuned, base.state_dict(), val_ds, guard_ds, [0.5], 0.5)
@@ -115,12 +152,12 @@ def interpolate_with_base(
     tuned_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     results: list[AlphaResult] = []
     for a in alpha_grid(alphas):
-        model.load_state_dict(interpolate_state_dicts(tuned_state, base_state, a))
+        load_interpolation(model, tuned_state, base_state, a)
         v = evaluate_loaded_model(model, val, batch_size=batch_size, name="val")["cosine_ndcg@10"]
         g = evaluate_loaded_model(model, guard, batch_size=batch_size, name="guard")["cosine_ndcg@10"] if guard is not None else None
         results.append(AlphaResult(a, v, g))
         logger.info("alpha %.2f: validation NDCG@10 %.4f, guard %s", a, v, "—" if g is None else f"{g:.4f}")
     chosen = choose_alpha(results, margin)
-    model.load_state_dict(interpolate_state_dicts(tuned_state, base_state, chosen.alpha))
+    load_interpolation(model, tuned_state, base_state, chosen.alpha)
     logger.info("chose alpha %.2f", chosen.alpha)
     return chosen, results

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import stat
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,15 +41,67 @@ def source_hash(*modules: str) -> str:
     return stable_hash(parts)
 
 
+# sha256 by file, remembered for the life of the process: the evaluate, round-trip, train and
+# promotion steps each ask for the fingerprint of the same model folders (~470 MB for
+# e5-small, ~1 GB for bce), and reading them again for every key costs seconds a time.
+# Resolved path → (identity from os.stat, digest); a file whose identity changed is hashed again.
+_FILE_HASHES: dict[str, tuple[tuple[int, ...], str]] = {}
+_FILE_HASHES_MAX = 10_000  # a long-lived worker sees many folders; entries are ~200 bytes
+
+
+def _stat_identity(st: os.stat_result) -> tuple[int, ...]:
+    # Size and mtime catch an edit; inode and ctime catch a file replaced by rename (how
+    # tasks.fileio writes) or rewritten in place within the same mtime tick but not ctime's.
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+
+
 def file_fingerprint(path: Path) -> str:
+    """sha256 of a file's bytes, or ``"missing"`` when it is not a file.
+
+    The bytes are read once per process while the file stays the same (size, mtime, inode,
+    ctime): asking again for an unchanged file costs one ``stat``. Only an edit that keeps
+    the size and lands within the file system's timestamp resolution (a few ms) of the
+    previous one, in place, could go unseen; the pipeline's writers replace files instead.
+
+    Example::
+
+        >>> file_fingerprint(Path("out/train_dataset.json"))  # doctest: +SKIP
+        '9f2c…'
+    """
     path = Path(path)
-    return sha256_file(path) if path.is_file() else "missing"
+    try:
+        before = path.stat()
+    except OSError:
+        return "missing"
+    if not stat.S_ISREG(before.st_mode):
+        return "missing"
+    key, ident = str(path.resolve()), _stat_identity(before)
+    known = _FILE_HASHES.get(key)
+    if known is not None and known[0] == ident:
+        return known[1]
+    digest = sha256_file(path)
+    try:
+        unchanged = _stat_identity(path.stat()) == ident
+    except OSError:
+        unchanged = False
+    if unchanged:  # a file written to while it was read is not remembered
+        if len(_FILE_HASHES) >= _FILE_HASHES_MAX and key not in _FILE_HASHES:
+            _FILE_HASHES.pop(next(iter(_FILE_HASHES)))  # the oldest entry
+        _FILE_HASHES[key] = (ident, digest)
+    return digest
 
 
 def dir_fingerprint(path: Path, ignore: frozenset[str] = frozenset()) -> str:
     """Content hash of every file of a folder (a model): names, sizes and bytes.
 
-    ``ignore`` names files (paths relative to the folder) that do not count.
+    ``ignore`` names files (paths relative to the folder) that do not count. Each file's
+    bytes are hashed once per process while unchanged (:func:`file_fingerprint`), so the
+    second fingerprint of an unchanged model folder costs a directory walk, not a read.
+
+    Example::
+
+        >>> dir_fingerprint(Path("out/model"), ignore=frozenset({"README.md"}))  # doctest: +SKIP
+        '41d8…'
     """
     path = Path(path)
     if not path.is_dir():

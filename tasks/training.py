@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import math
@@ -236,9 +237,9 @@ def train_model(
         train_dataset: An EmbeddingQAFinetuneDataset JSON file (see :mod:`tasks.qa_dataset`).
         output_dir: Final model folder; replaced atomically if it exists.
         settings: The training block of :class:`Settings`.
-        work_dir: Where checkpoints go (default: ``work/`` beside ``output_dir``); a
-            subfolder named by :func:`run_fingerprint` is resumed from and removed after
-            success.
+        work_dir: Where checkpoints and the base weights for the interpolation go
+            (default: ``work/`` beside ``output_dir``); a subfolder named by
+            :func:`run_fingerprint` is resumed from and removed after success.
         val_dataset: Validation questions: the best epoch by NDCG@10 is kept
             (``keep_best_checkpoint``) and α is chosen on it.
         guard_dataset: General questions that α may not lose more than
@@ -266,7 +267,8 @@ def train_model(
         base_model_path, Path(train_dataset), output_dir, settings, run_dir, val_dataset, guard_dataset,
         license, model_name, callbacks or [],
     )
-    # Checkpoints are a model and its optimizer state each: gone once the model is saved.
+    # Checkpoints are a model and its optimizer state each (the optimizer state is what makes
+    # a resumed run end with the same weights as an uninterrupted one): gone once the model is saved.
     shutil.rmtree(run_dir, ignore_errors=True)
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()
@@ -347,8 +349,11 @@ def _train(
     )
     if settings.max_seq_length is not None:
         model.max_seq_length = settings.max_seq_length
-    # Kept for the interpolation after training (a copy: training changes the weights in place).
-    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    interpolate = val_dataset is not None and bool(set(settings.interpolation_alphas) - {1.0})
+    if interpolate:
+        # The interpolation after training needs the weights training starts from; on disk
+        # they do not take a model's worth of memory through training.
+        _save_state(model, run_dir / BASE_STATE)
 
     cuda = torch.cuda.is_available()
     lr = settings.learning_rate or default_learning_rate(_hidden_size(model))
@@ -400,16 +405,24 @@ def _train(
     best_val = _logged_metric(trainer.state.log_history, f"eval_{VAL_NAME}_cosine_ndcg@10", best_ckpt)
     if best_ckpt:
         logger.info("kept %s (validation NDCG@10 %.4f)", Path(best_ckpt).name, best_val)
+    # The optimizer state (twice the model's size for AdamW) and the gradients: the α grid and
+    # the save need neither, and the trainer would keep them alive until this function returns.
+    trainer.accelerator.free_memory()
+    del trainer
+    model.zero_grad(set_to_none=True)
+    gc.collect()
 
     alpha, alpha_rows = None, []
-    if val is not None and set(settings.interpolation_alphas) - {1.0}:
+    if interpolate:
         from tasks.interpolation import interpolate_with_base
 
         guard = QADataset.load(Path(guard_dataset)) if isinstance(guard_dataset, (str, Path)) else guard_dataset
+        base_state = torch.load(run_dir / BASE_STATE, map_location="cpu", weights_only=True, mmap=True)
         chosen, alpha_results = interpolate_with_base(
             model, base_state, val, guard, settings.interpolation_alphas, settings.alpha_guard_margin,
             batch_size=settings.eval_batch_size,
         )
+        del base_state
         alpha, alpha_rows = chosen.alpha, [asdict(r) for r in alpha_results]
 
     save_model_atomic(model, output_dir)
@@ -431,6 +444,19 @@ def _train(
         alpha=alpha,
         alpha_results=alpha_rows,
     )
+
+
+BASE_STATE = "base_state.pt"
+
+
+def _save_state(model: SentenceTransformer, path: Path) -> None:
+    """The model's weights as they are now, exactly (also weights the base folder lacks and
+    transformers initialised at random), for :func:`torch.load` with ``mmap=True``."""
+    import torch
+
+    # Written again on every start: a run killed while writing it leaves a torn file, and a
+    # resumed run interpolates with the weights it loaded itself, as an uninterrupted one does.
+    torch.save(model.state_dict(), path)
 
 
 def _ir_evaluator(model: SentenceTransformer, dataset: QADataset, batch_size: int):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.interpolation import AlphaResult, alpha_grid, choose_alpha, interpolate_state_dicts
+from tasks.interpolation import AlphaResult, alpha_grid, choose_alpha, interpolate_state_dicts, load_interpolation
 
 
 def test_interpolation_mixes_float_weights_and_keeps_integer_buffers() -> None:
@@ -28,6 +28,24 @@ def test_interpolation_refuses_other_architectures_and_bad_alpha() -> None:
         interpolate_state_dicts(w, {"w": torch.zeros(3)}, 0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         interpolate_state_dicts(w, w, 1.5)
+
+
+def test_mixing_in_place_gives_the_same_bits_as_loading_a_mixed_state_dict() -> None:
+    torch.manual_seed(0)
+    tuned_model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.LayerNorm(5), torch.nn.Embedding(11, 5))
+    tuned_model.register_buffer("ids", torch.arange(3))
+    tuned = {k: v.clone() for k, v in tuned_model.state_dict().items()}
+    base = {k: torch.randn_like(v) if v.is_floating_point() else v + 7 for k, v in tuned.items()}
+    for alpha in (0.0, 0.3, 0.6, 1.0):
+        expected = interpolate_state_dicts(tuned, base, alpha)
+        load_interpolation(tuned_model, tuned, base, alpha)
+        got = tuned_model.state_dict()
+        assert all(torch.equal(got[k], expected[k]) for k in expected), alpha
+        assert got["ids"].tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="different weights"):
+        load_interpolation(tuned_model, tuned, {k: v for k, v in base.items() if k != "ids"}, 0.5)
+    with pytest.raises(ValueError, match="the model and the tuned weights differ"):
+        load_interpolation(torch.nn.Linear(7, 5), tuned, base, 0.5)
 
 
 RESULTS = [

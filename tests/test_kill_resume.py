@@ -246,3 +246,47 @@ def test_skipped_file_is_in_the_report(setup, reference) -> None:
     markdown = json.loads(rows[0][1])
     assert markdown.startswith("## 1 input file skipped")
     assert "| empty.pdf | empty file (0 bytes) | copy the file again" in markdown
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_and_its_prefect_server(setup) -> None:
+    """``kill PID`` (SIGTERM to the run alone, not its process group) mid-generation: the run
+    unwinds, Prefect stops its local server, nothing is left running, the lock is released."""
+    psutil = pytest.importorskip("psutil")
+    root, pdf_dir, tiny = setup
+    out = root / "term" / "out"
+    run = Run(_args(root, "term", tiny, pdf_dir), _env(root, "term"))
+    main = psutil.Process(run.proc.pid)
+
+    def server_up_and_generating() -> bool:
+        try:
+            servers = [p for p in main.children(recursive=True) if "uvicorn" in " ".join(p.cmdline())]
+        except psutil.Error:
+            return False
+        return bool(servers) and "questions …" in run.output
+
+    deadline = time.monotonic() + 600
+    while not server_up_and_generating():
+        if run.proc.poll() is not None or time.monotonic() > deadline:
+            run.kill()
+            pytest.fail(f"the run never reached generation with its server up:\n{run.output[-4000:]}")
+        time.sleep(0.1)
+    family = main.children(recursive=True)
+    assert family, "no child process to check"
+
+    os.kill(run.proc.pid, signal.SIGTERM)
+    try:
+        rc = run.proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail(f"the run did not stop within 120 s of SIGTERM:\n{run.output[-4000:]}")
+    run._reader.join(timeout=10)
+    _, alive = psutil.wait_procs(family, timeout=30)
+    leftover = [f"{p.pid} {' '.join(p.cmdline())}" for p in alive if p.is_running()]
+    if leftover:
+        os.killpg(run.proc.pid, signal.SIGKILL)
+    assert leftover == [], f"left running after SIGTERM: {leftover}"
+    assert rc == 128 + signal.SIGTERM, run.output[-4000:]  # exited by itself, not killed by the signal
+    assert "stopped by SIGTERM" in run.output
+    assert "still running" not in run.output  # unwound by itself, not by the watchdog
+    assert not (out / LOCK_NAME).exists(), "the run lock was not released"

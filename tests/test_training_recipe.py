@@ -3,9 +3,11 @@ hard negatives with the cached loss, interpolation — with a tiny real BERT, no
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
 
@@ -132,6 +134,12 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(setup, tmp_path) ->
     assert SentenceTransformer(str(out)).prompts  # a whole model
     assert not work.exists()  # checkpoints removed after success
 
+    # Exactly the weights of a run never interrupted: the checkpoints' optimizer state (AdamW's
+    # moments) is what makes it so; without optimizer.pt the resumed steps start from zero moments.
+    never = train_model(str(setup["base"]), setup["train"], tmp_path / "never" / "model", s)
+    assert (never.steps_run, never.loss) == (9, again.loss)
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "never" / "model" / "model.safetensors").read_bytes()
+
     # Other settings never continue that run: a fresh start.
     fresh = train_model(str(setup["base"]), setup["train"], tmp_path / "m2", Settings(**{**LEARN, "seed": 3}))
     assert (fresh.resumed_from, fresh.steps_run) == (None, 9)
@@ -175,6 +183,42 @@ def test_hard_negatives_with_the_cached_loss_train_and_interpolate(setup, tmp_pa
     assert saved == pytest.approx(best["val_ndcg"], abs=1e-6)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "CachedMultipleNegativesRankingLoss" in card
+
+
+class KeepRefs(TrainerCallback):
+    """Weak references to the optimizer and its state tensors at the end of training."""
+
+    def __init__(self) -> None:
+        self.refs: list[weakref.ref] = []
+
+    def on_train_end(self, args, state, control, optimizer=None, **kwargs):
+        self.refs.append(weakref.ref(optimizer))
+        self.refs += [weakref.ref(v) for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+
+
+@pytest.mark.slow
+def test_the_alpha_grid_holds_no_optimizer_state_and_reads_the_base_weights_from_disk(setup, tmp_path, monkeypatch):
+    import tasks.interpolation as interpolation
+
+    seen = {}
+    grid = interpolation.interpolate_with_base
+
+    def watching(model, base_state, *args, **kwargs):
+        seen["optimizer alive"] = sum(r() is not None for r in keep.refs)
+        seen["gradients"] = sum(p.grad is not None for p in model.parameters())
+        [seen["base file"]] = [p.name for p in (tmp_path / "work").glob("*/base_state.pt")]
+        base = SentenceTransformer(str(setup["base"])).state_dict()
+        seen["base exact"] = base.keys() == base_state.keys() and all(torch.equal(base[k], base_state[k]) for k in base)
+        return grid(model, base_state, *args, **kwargs)
+
+    monkeypatch.setattr(interpolation, "interpolate_with_base", watching)
+    keep = KeepRefs()
+    s = Settings(**{**LEARN, "epochs": 1}, interpolation_alphas=[0.5])
+    r = train_model(str(setup["base"]), setup["train"], tmp_path / "model", s, val_dataset=setup["val"],
+                    callbacks=[keep])
+    assert len(keep.refs) > 1 and r.alpha is not None
+    assert seen == {"optimizer alive": 0, "gradients": 0, "base file": "base_state.pt", "base exact": True}
+    assert not (tmp_path / "work").exists()  # removed with the checkpoints
 
 
 def test_alphas_come_as_a_list_from_text_env_and_flags(monkeypatch) -> None:
