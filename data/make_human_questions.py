@@ -1,7 +1,7 @@
 """Write data/pdf/human_questions.json: CMRC 2018's human questions about the sample PDFs.
 
 The flow evaluates base, champion and fine-tuned model on ``<pdf_dir>/human_questions.json``
-when it exists (``tasks.human_questions``; README, "Measure on your own questions"). For
+when it exists (``tasks.human_questions``; README, "Your own PDFs and your own questions"). For
 the bundled sample PDFs this script makes that file from the data the PDFs were made of:
 
 * questions: every CMRC question about a passage typeset in the PDFs, in the order of

@@ -8,7 +8,7 @@ One Prefect task per PDF (``tasks.documents.read_pdf``: the same extraction and 
 as the pipeline's documents stage), mapped over prefect-dask's ``DaskTaskRunner``. The
 output is one JSON line per file: its path, content hash, page texts, or why it was
 skipped. This is the scale-out path for extraction; the fine-tuning flow's documents
-stage still reads its folder in one task (see README "Scale out").
+stage still reads its folder in one task (see docs/service.md, "Scale out").
 """
 
 from __future__ import annotations

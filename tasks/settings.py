@@ -161,7 +161,7 @@ class Settings(BaseSettings):
         3, gt=0,
         description=(
             "Questions asked for each chunk, in one prompt. Three cost about what one does (the prompt "
-            "is most of the tokens) and give twice the usable pairs; see README, 'What we measured'."
+            "is most of the tokens) and give twice the usable pairs; see docs/measurements/default-run.md."
         ),
     )
     # Filters on what the LLM wrote (applied after the cache, so changing them asks nothing again).

@@ -101,7 +101,7 @@ def default_learning_rate(hidden_size: int) -> float:
     """Learning rate by model width.
 
     Small models (hidden 384, e5-small) move little per step at 1e-5 on a few hundred
-    pairs; 5e-5 over-fitted e5-small (−1.2 NDCG@10 on human questions, DEVELOPERS.md).
+    pairs; 5e-5 over-fitted e5-small (−1.2 NDCG@10 on human questions, docs/measurements/training-recipes.md).
     Base models (768: BCE, bge-base) are usually tuned at 1e-5 (FlagEmbedding's
     examples), large ones lower still.
 
