@@ -523,6 +523,7 @@ def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune
         return 1
     metrics, promotion = result["metrics"], result["summary"].get("promotion")
     print()
+    print("validation set (questions the LLM wrote about held-out documents; chooses the epoch, α, promotion, retriever)")
     print(console_table(validation_rows(metrics), changes=COMPARISONS))
     if metrics.get("guard"):
         print("\nguard set (general questions written by people)")

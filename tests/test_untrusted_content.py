@@ -147,7 +147,8 @@ def test_remote_code_only_when_the_user_turns_it_on(tmp_path: Path, load_calls: 
     from tasks import stages
 
     load_calls.clear()
-    stages.evaluate.fn(str(tiny), str(_tiny_val_dataset(tmp_path / "val.json")), 8, trust_remote_code=True)
+    stages.evaluate.fn(str(tiny), str(_tiny_val_dataset(tmp_path / "val.json")), 8,
+                       [spec.to_dict() for spec in Settings().retriever_candidates()], trust_remote_code=True)
     assert load_calls == [True]
 
 
