@@ -215,7 +215,7 @@ def _pipeline(settings: Settings, logger) -> dict[str, Any]:
     grids = evaluate_models(run, "evaluate", {"base": base["path"], "finetuned": str(model_dir)},
                             questions.val_dataset, settings, queries=questions.n_val_queries)
 
-    # Issue 4: guard set, champion, promotion and the versioned run folder.
+    # Guard set, champion, promotion, the shipped retriever and the versioned run folder.
     metrics, promotion = guard_and_promotion(run, settings, out, base["path"], model_dir,
                                              questions.val_dataset, grids, trained)
     # Report only, measured after every choice (epoch, α, promotion, retriever) was made without it.

@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    # --- unreadable PDFs (issue 6; see tasks/text_quality.py) -----------------
+    # --- unreadable PDFs (see tasks/text_quality.py) ----------------------------
     garbage_pdfs: Literal["skip", "keep"] = Field(
         "skip",
         description=(
@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         None, description="CPU threads for the gguf backend (default: the cores other programs leave free, at least 1)."
     )
     llm_context: int = Field(2048, gt=0, description="Context window for the gguf backend.")
-    # gguf backend speed (issue 3; measured in bench/generation.py). None of these changes
+    # gguf backend speed (measured in bench/generation.py). None of these changes
     # which question a chunk gets, only how fast: they stay out of the generation cache key.
     llm_parallel: int = Field(8, gt=0, description="Prompts the gguf backend decodes together (sequences of one llama.cpp context); 1: one at a time.")
     llm_batch_tokens: int = Field(512, gt=0, description="Most tokens per llama.cpp decode call of the gguf backend (n_batch = n_ubatch).")
@@ -207,7 +207,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    # --- training recipe (issue 4; measured in bench/training_recipes.py) ---------
+    # --- training recipe (measured in bench/training_recipes.py) -----------------
     no_duplicate_batches: bool = Field(True, description="Never put the same text twice in a batch (it would be its own false negative).")
     hard_negatives: int = Field(
         1, ge=0, description="Hard negatives per pair, mined with the base model among the training chunks (0: off)."
@@ -256,7 +256,7 @@ class Settings(BaseSettings):
         "alone); the best on the validation questions is shipped.",
     )
 
-    # --- guard set and promotion (issue 4; see tasks/promotion.py, data/guard/) -----
+    # --- guard set and promotion (see tasks/promotion.py, data/guard/) -------------
     guard_dataset: Path | None = Field(
         Path("data/guard/guard_dataset.json"),
         description="Human-question guard set evaluated next to the validation set ('none': no guard set).",

@@ -535,7 +535,7 @@ def human_questions(questions_path: str, chunks_path: str, out_path: Path) -> Hu
     )
 
 
-# --- 8. registry and promotion (issue 4) ------------------------------------------------------
+# --- 8. registry and promotion ----------------------------------------------------------------
 
 
 @task(name="register-and-promote", cache_policy=NO_CACHE)

@@ -333,7 +333,7 @@ def test_no_pdfs_at_all(tmp_path: Path) -> None:
     assert info.value.n_files == 0
 
 
-# --- issue 6: more bad inputs ---------------------------------------------------------
+# --- more bad inputs ---------------------------------------------------------
 # Every file is built here: a broken font encoding is simulated by giving fpdf2's font a
 # /ToUnicode map whose targets are replacement characters, NUL or private-use code points.
 

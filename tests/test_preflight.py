@@ -64,7 +64,7 @@ def test_output_path_that_is_a_file(tmp_path):
         check_settings(_ok(tmp_path, output_dir=f / "out"))
 
 
-# --- issue 6 ----------------------------------------------------------------------------
+# --- bad settings ----------------------------------------------------------------------------
 
 
 def test_unwritable_output_even_as_root(tmp_path, monkeypatch):

@@ -77,7 +77,7 @@ def test_the_flow_parameter_is_the_settings_form():
     assert form["llm_backend"]["anyOf"][0]["enum"] == ["gguf", "openai", "vllm", "extractive"]
 
 
-# --- issue 6: messages a person understands ------------------------------------------
+# --- messages a person understands ------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The training recipe's additions (issue 4): argument building, best epoch, resume,
+"""The training recipe's additions: argument building, best epoch, resume,
 hard negatives with the cached loss, interpolation — with a tiny real BERT, no mocks."""
 
 from __future__ import annotations
