@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     # --- training recipe (measured in bench/training_recipes.py) -----------------
     no_duplicate_batches: bool = Field(True, description="Never put the same text twice in a batch (it would be its own false negative).")
     hard_negatives: int = Field(
-        1, ge=0, description="Hard negatives per pair, mined with the base model among the training chunks (0: off)."
+        1, ge=0, description="Hard negatives per pair, mined among the training chunks by --hard-negative-miner (0: off)."
     )
     hard_negative_skip_top: int = Field(
         2, ge=0, description="Skip this many of the base model's top-ranked other chunks (likely near-duplicates of the positive)."
