@@ -460,24 +460,14 @@ def _save_state(model: SentenceTransformer, path: Path) -> None:
 
 
 def _ir_evaluator(model: SentenceTransformer, dataset: QADataset, batch_size: int):
-    # The same evaluator and prompts as tasks.evaluation, so "best epoch" means best by
-    # the metric the report shows.
-    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    # The evaluator and prompts of the evaluate stage, so "best epoch" means best by the
+    # metric the report shows.
+    from tasks.retrieval.metrics import ir_evaluator
 
-    return InformationRetrievalEvaluator(
-        queries=dataset.queries,
-        corpus=dataset.corpus,
-        relevant_docs={qid: set(cids) for qid, cids in dataset.relevant_docs.items()},
-        ndcg_at_k=[10],
-        accuracy_at_k=[1, 10],
-        precision_recall_at_k=[10],
-        mrr_at_k=[10],
-        map_at_k=[100],
-        batch_size=batch_size,
-        name=VAL_NAME,
+    return ir_evaluator(
+        dataset, batch_size, VAL_NAME, show_progress_bar=False,
         query_prompt=model.prompts.get("query") or None,
         corpus_prompt=model.prompts.get("document") or None,
-        write_csv=False,
         main_score_function="cosine",
     )
 

@@ -37,7 +37,9 @@ NDCG_AT_K = [10]
 MAP_AT_K = [100]
 
 
-def ir_evaluator(dataset: QADataset, batch_size: int = 32, name: str = "", **prompts: Any) -> InformationRetrievalEvaluator:
+def ir_evaluator(
+    dataset: QADataset, batch_size: int = 32, name: str = "", show_progress_bar: bool = True, **options: Any,
+) -> InformationRetrievalEvaluator:
     """The evaluator every retrieval number of the project comes from (training's epoch
     choice, the evaluate stage, the benches): one place for the cut-offs."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
@@ -54,10 +56,10 @@ def ir_evaluator(dataset: QADataset, batch_size: int = 32, name: str = "", **pro
         ndcg_at_k=NDCG_AT_K,
         map_at_k=MAP_AT_K,
         batch_size=batch_size,
-        show_progress_bar=True,
+        show_progress_bar=show_progress_bar,
         name=name,
         write_csv=False,
-        **prompts,
+        **options,
     )
 
 
