@@ -1,6 +1,6 @@
 """Benchmark: where a model misses on human questions, and what a title in the chunk is worth.
 
-Takes the held-out human questions of ``bench/training_recipes.py`` (same passages, same
+Takes the held-out human questions of ``bench.training_recipes`` (same passages, same
 split, same chunks) and, for one model at a time:
 
 * counts the questions whose right chunk is not ranked first, and of those, how many lost
@@ -14,8 +14,8 @@ split, same chunks) and, for one model at a time:
 
 No training and no LLM: about a minute per model on 2 cores::
 
-    .venv/bin/python bench/base_failures.py
-    .venv/bin/python bench/base_failures.py --model models/current
+    .venv/bin/python -m bench.base_failures
+    .venv/bin/python -m bench.base_failures --model models/current
 """
 
 from __future__ import annotations
@@ -26,16 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(__file__).resolve().parent
-for folder in (REPO_ROOT, BENCH_DIR):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-import cmrc_human as ch  # noqa: E402
-
-from tasks.qa_dataset import QADataset  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from bench import cmrc_human as ch
+from bench.harness import markdown_table
+from tasks.chunks.chunking import chunk_documents
+from tasks.core.qa_dataset import QADataset
+from tasks.core.settings import Settings
+from tasks.evaluation.squad import build_documents, human_benchmark, load_squad
 
 
 @dataclass(frozen=True)
@@ -87,23 +83,19 @@ def top1_ids(model, dataset: QADataset, batch_size: int) -> dict[str, str]:
     return {qid: cids[int(j)] for qid, j in zip(qids, best)}
 
 
-def markdown(rows: Sequence[dict]) -> str:
+def result_table(rows: Sequence[dict]) -> str:
     head = ["model", "questions", "missed @1", "lost to a sibling chunk", "name the subject, chunk lacks it",
             "of those missed", "NDCG@10 chunks", "NDCG@10 title + chunk", "Acc@1 chunks", "Acc@1 title + chunk"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for r in rows:
-        m = r["misses"]
-        lines.append("| " + " | ".join([
-            r["model"], str(m["questions"]), str(m["missed"]), str(m["lost_to_sibling"]),
-            str(m["name_subject_absent"]), str(m["name_subject_absent_missed"]),
-            f"{r['chunks']['cosine_ndcg@10']:.4f}", f"{r['titled']['cosine_ndcg@10']:.4f}",
-            f"{r['chunks']['cosine_accuracy@1']:.4f}", f"{r['titled']['cosine_accuracy@1']:.4f}",
-        ]) + " |")
-    return "\n".join(lines)
+    return markdown_table(head, ([
+        r["model"], r["misses"]["questions"], r["misses"]["missed"], r["misses"]["lost_to_sibling"],
+        r["misses"]["name_subject_absent"], r["misses"]["name_subject_absent_missed"],
+        f"{r['chunks']['cosine_ndcg@10']:.4f}", f"{r['titled']['cosine_ndcg@10']:.4f}",
+        f"{r['chunks']['cosine_accuracy@1']:.4f}", f"{r['titled']['cosine_accuracy@1']:.4f}",
+    ] for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/base_failures.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.base_failures", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=ch.DEFAULT_DATA)
     p.add_argument("--n-passages", type=int, default=60)
     p.add_argument("--heldout-ratio", type=float, default=0.5)
@@ -114,15 +106,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from sentence_transformers import SentenceTransformer
 
-    from tasks.evaluation import evaluate_loaded_model
+    from tasks.evaluation.evaluate import evaluate_loaded_model
 
     settings = Settings()
-    passages = ch.load_cmrc(args.data)[: args.n_passages]
+    passages = load_squad(args.data)[: args.n_passages]
     _, heldout = ch.split_passages(passages, args.heldout_ratio, args.seed)
     held_ids = {p.doc_id for p in heldout}
-    chunks = [c for c in ch.chunk_documents(ch.build_documents(heldout), settings.chunk_size, settings.chunk_overlap)
+    chunks = [c for c in chunk_documents(build_documents(heldout), settings.chunk_size, settings.chunk_overlap)
               if c.doc_id in held_ids]
-    dataset = ch.human_benchmark(heldout, chunks).dataset
+    dataset = human_benchmark(heldout, chunks).dataset
     chunk_doc = {c.chunk_id: c.doc_id for c in chunks}
     doc_title = {p.doc_id: p.title for p in heldout}
     titled = ch.titled_dataset(dataset, ch.titled_chunks(chunks, heldout))
@@ -137,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "chunks": pick(evaluate_loaded_model(model, dataset, batch_size=args.batch_size, name="chunks")),
             "titled": pick(evaluate_loaded_model(model, titled, batch_size=args.batch_size, name="titled")),
         })
-    print(markdown(rows))
+    print(result_table(rows))
     return 0
 
 

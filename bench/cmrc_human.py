@@ -6,24 +6,24 @@ ultimately serve is retrieval of questions people ask. CMRC 2018 has both: Chine
 Wikipedia passages and questions written by people, with the answer span marked. This
 script
 
-1. turns CMRC passages into pipeline documents (no PDF) and chunks them like the
-   pipeline (``tasks.chunking``, 300/30 by default);
-2. splits the passages into train and held-out (``tasks.split``: whole passages, by a
+1. turns CMRC passages into pipeline documents (no PDF, ``tasks.evaluation.squad``) and
+   chunks them like the pipeline (``tasks.chunks.chunking``, 300/30 by default);
+2. splits the passages into train and held-out (``tasks.chunks.split``: whole passages, by a
    hash of the seed and the passage text);
-3. has the LLM write questions for the TRAIN chunks only (``tasks.generation``,
+3. has the LLM write questions for the TRAIN chunks only (``tasks.questions.generation``,
    through the shared per-chunk cache) and builds the training set;
-4. builds the human benchmark: queries = the human questions of the held-out
-   passages, corpus = every chunk of those passages, relevant = the chunk(s) that
-   contain the marked answer span;
+4. builds the human benchmark (``tasks.evaluation.squad.human_benchmark``): queries =
+   the human questions of the held-out passages, corpus = every chunk of those
+   passages, relevant = the chunk(s) that contain the marked answer span;
 5. evaluates the base model and, per training config, a model fine-tuned on the
    synthetic pairs, on the human benchmark;
 6. prints and writes the table (``results.json``, ``results.md`` under ``--out``).
 
 Run from the repository root::
 
-    .venv/bin/python bench/cmrc_human.py --n-passages 60 --heldout-ratio 0.5
-    .venv/bin/python bench/cmrc_human.py --config 'learning_rate=1e-5,loss_scale=100' --config 'epochs=1'
-    .venv/bin/python bench/cmrc_human.py --help
+    .venv/bin/python -m bench.cmrc_human --n-passages 60 --heldout-ratio 0.5
+    .venv/bin/python -m bench.cmrc_human --config 'learning_rate=1e-5,loss_scale=100' --config 'epochs=1'
+    .venv/bin/python -m bench.cmrc_human --help
 
 Data: ``../shared/data/cmrc2018_trial.json`` (SQuAD format; CC BY-SA 4.0,
 https://github.com/ymcui/cmrc2018).
@@ -32,41 +32,35 @@ https://github.com/ymcui/cmrc2018).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# Run as a script (python bench/cmrc_human.py): the pipeline's code lives in tasks/.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from pydantic import ValidationError
 
-from pydantic import ValidationError  # noqa: E402
-
-from flows.settings_cli import explain  # noqa: E402
-from tasks.chunking import chunk_documents  # noqa: E402
-from tasks.errors import PipelineError  # noqa: E402
-from tasks.fileio import sha256_text, write_json_atomic, write_text_atomic  # noqa: E402
-from tasks.generation import GenerationStats, generate_questions  # noqa: E402
-from tasks.llm.base import QuestionWriter  # noqa: E402
-from tasks.qa_dataset import QADataset, build_dataset  # noqa: E402
-from tasks.records import Chunk, Document, Page  # noqa: E402
-from tasks.round_trip import keep_by_rank  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
-from tasks.split import split_documents  # noqa: E402
+from bench.harness import CMRC_DATA, BenchInputError, markdown_table, report_results, setup_logging
+from flows.settings_cli import explain
+from tasks.chunks.chunking import chunk_documents
+from tasks.chunks.split import split_documents
+from tasks.core.errors import PipelineError
+from tasks.core.qa_dataset import QADataset, build_dataset
+from tasks.core.records import Chunk
+from tasks.core.settings import Settings
+from tasks.evaluation.squad import Passage, build_documents, human_benchmark, load_squad
+from tasks.questions.generation import GenerationStats, generate_questions
+from tasks.questions.llm.base import QuestionWriter
+from tasks.questions.round_trip import keep_by_rank
 
 log = logging.getLogger("bench.cmrc_human")
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cmrc2018_trial.json"
+DEFAULT_DATA = CMRC_DATA
 DEFAULT_BASE_MODEL = "models/base/multilingual-e5-small"
 DEFAULT_OUT = Path("outputs/bench_cmrc")
 DEFAULT_CONFIGS = ("loss_scale=20", "loss_scale=100")
@@ -79,96 +73,13 @@ TRAIN_FIELDS = ("epochs", "batch_size", "learning_rate", "warmup_steps", "max_se
 # (InformationRetrievalEvaluator key, column title) of the table, in order.
 TABLE_METRICS = (("cosine_ndcg@10", "NDCG@10"), ("cosine_accuracy@1", "Acc@1"), ("cosine_mrr@10", "MRR@10"))
 
-DROP_NOT_IN_PASSAGE = "answer text not in its passage"
-DROP_NO_CHUNK = "answer span inside no single chunk"
-
 
 # --------------------------------------------------------------------------- data
-
-
-class BenchInputError(ValueError):
-    """A bad command-line value or unusable data: printed as one line, no traceback."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    start: int  # answer_start as given: a character offset into the paragraph (sometimes off by one)
-
-
-@dataclass(frozen=True)
-class HumanQuestion:
-    qid: str
-    question: str
-    page: int  # 1-based paragraph of the entry the answers point into (= the Page of the document)
-    answers: tuple[Answer, ...]
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One CMRC entry: its paragraphs (CMRC trial: always one) and its human questions."""
-
-    entry_id: str
-    title: str
-    paragraphs: tuple[str, ...]
-    questions: tuple[HumanQuestion, ...]
-
-    @property
-    def doc_id(self) -> str:
-        # sha256 of the passage text, like the pipeline's content-hash ids (with one
-        # paragraph, exactly sha256 of the context).
-        return sha256_text("\n".join(self.paragraphs))
-
-
-def load_cmrc(path: Path) -> list[Passage]:
-    """Read a SQuAD-format CMRC file into passages, in file order.
-
-    Entries with the same passage text are one passage (their questions merged): two
-    documents with the same id would put one text on both sides of the split.
-    """
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    by_doc: dict[str, Passage] = {}
-    for entry in raw["data"]:
-        paragraphs = tuple(p["context"] for p in entry["paragraphs"])
-        questions = tuple(
-            HumanQuestion(
-                qid=qa["id"],
-                question=qa["question"],
-                page=page,
-                answers=tuple(Answer(a["text"], int(a["answer_start"])) for a in qa.get("answers", []) if a["text"]),
-            )
-            for page, p in enumerate(entry["paragraphs"], 1)
-            for qa in p.get("qas", [])
-        )
-        passage = Passage(str(entry.get("id", "")), str(entry.get("title", "")), paragraphs, questions)
-        if passage.doc_id in by_doc:
-            first = by_doc[passage.doc_id]
-            log.warning("entry %s repeats the passage of %s: merged", passage.entry_id, first.entry_id)
-            by_doc[passage.doc_id] = Passage(first.entry_id, first.title, first.paragraphs, first.questions + questions)
-        else:
-            by_doc[passage.doc_id] = passage
-    return list(by_doc.values())
 
 
 def select_passages(passages: Sequence[Passage], n_passages: int | None) -> list[Passage]:
     """The first ``n_passages`` in file order (all when None): a larger N keeps the smaller set."""
     return list(passages if n_passages is None else passages[:n_passages])
-
-
-def build_documents(passages: Sequence[Passage]) -> list[Document]:
-    """One pipeline Document per passage, one Page per paragraph (no PDF, no text cleaning:
-    cleaning would move the answer offsets)."""
-    return [
-        Document(
-            doc_id=p.doc_id,
-            source=p.entry_id,
-            pages=[
-                Page(doc_id=p.doc_id, source=p.entry_id, page=i, text=text) for i, text in enumerate(p.paragraphs, 1)
-            ],
-            n_pages_total=len(p.paragraphs),
-        )
-        for p in passages
-    ]
 
 
 def titled_chunks(chunks: Sequence[Chunk], passages: Sequence[Passage]) -> list[Chunk]:
@@ -205,113 +116,6 @@ def split_passages(passages: Sequence[Passage], heldout_ratio: float, seed: int)
     return [p for p in passages if p.doc_id not in heldout], [p for p in passages if p.doc_id in heldout]
 
 
-# ----------------------------------------------------------------- human benchmark
-
-
-def locate_answer(text: str, answer: Answer) -> int | None:
-    """Where ``answer`` starts in ``text``: at answer_start if it is there, else at the
-    occurrence nearest to it, else None.
-
-    CMRC offsets are sometimes off by one or two (they count a character outside the
-    Basic Multilingual Plane, such as 𫚭, as two), so the text is searched for nearby.
-    """
-    if text[answer.start : answer.start + len(answer.text)] == answer.text:
-        return answer.start
-    hits = [m.start() for m in re.finditer(re.escape(answer.text), text)]
-    return min(hits, key=lambda h: abs(h - answer.start)) if hits else None
-
-
-def chunk_spans(text: str, chunks: Sequence[Chunk]) -> list[tuple[int, int] | None]:
-    """Character span of each chunk (in order) inside its page text; None if not found.
-
-    chunk_documents does not keep offsets; the splitter's chunks are substrings of the
-    page, in order and overlapping, so each is searched from just after the previous one's
-    start (an identical earlier sentence cannot capture it).
-    """
-    spans: list[tuple[int, int] | None] = []
-    cursor = 0
-    for chunk in chunks:
-        at = text.find(chunk.text, cursor)
-        if at < 0:
-            at = text.find(chunk.text)
-        if at < 0:
-            spans.append(None)
-            continue
-        spans.append((at, at + len(chunk.text)))
-        cursor = at + 1
-    return spans
-
-
-def relevant_chunk_ids(text: str, chunks: Sequence[Chunk], answers: Sequence[Answer]) -> tuple[list[str], str | None]:
-    """Ids of the chunks of one page that contain a whole answer span, and why none if none.
-
-    A chunk is relevant when its span covers the answer's span; a chunk that could not be
-    located in the page counts when its text contains the answer text.
-    """
-    spans = chunk_spans(text, chunks)
-    found: list[str] = []
-    reason = DROP_NOT_IN_PASSAGE
-    for answer in answers:
-        start = locate_answer(text, answer)
-        if start is None:
-            continue
-        reason = DROP_NO_CHUNK
-        end = start + len(answer.text)
-        for chunk, span in zip(chunks, spans):
-            inside = span[0] <= start and end <= span[1] if span is not None else answer.text in chunk.text
-            if inside and chunk.chunk_id not in found:
-                found.append(chunk.chunk_id)
-    return found, (None if found else reason)
-
-
-@dataclass
-class HumanBenchmark:
-    dataset: QADataset
-    question_doc: dict[str, str]  # qid → doc_id of the passage the question was asked about
-    n_questions: int  # human questions of the passages, before dropping
-    dropped: dict[str, int] = field(default_factory=dict)
-    offsets_corrected: int = 0  # answers whose answer_start pointed elsewhere and were found nearby
-
-
-def human_benchmark(passages: Sequence[Passage], chunks: Sequence[Chunk]) -> HumanBenchmark:
-    """The human questions of ``passages`` against every chunk of those passages.
-
-    Questions whose answer lies in no single chunk (not in the text, or across a chunk
-    border) are dropped and counted: they have no right answer to rank.
-    """
-    doc_ids = {p.doc_id for p in passages}
-    by_page: dict[tuple[str, int], list[Chunk]] = {}
-    for c in chunks:
-        if c.doc_id in doc_ids:
-            by_page.setdefault((c.doc_id, c.page), []).append(c)
-
-    queries: dict[str, str] = {}
-    relevant: dict[str, list[str]] = {}
-    question_doc: dict[str, str] = {}
-    dropped: Counter[str] = Counter()
-    corrected = n_questions = 0
-    for p in passages:
-        for q in p.questions:
-            n_questions += 1
-            text = p.paragraphs[q.page - 1]
-            corrected += sum(1 for a in q.answers if locate_answer(text, a) not in (None, a.start))
-            ids, reason = relevant_chunk_ids(text, by_page.get((p.doc_id, q.page), []), q.answers)
-            if not ids:
-                dropped[reason or DROP_NO_CHUNK] += 1
-                continue
-            queries[q.qid], relevant[q.qid], question_doc[q.qid] = q.question, ids, p.doc_id
-    corpus = {c.chunk_id: c.text for c in chunks if c.doc_id in doc_ids}
-    if dropped:
-        log.info("human questions: %d of %d kept, dropped %s", len(queries), n_questions, dict(dropped))
-    return HumanBenchmark(
-        dataset=QADataset(queries=queries, corpus=corpus, relevant_docs=relevant),
-        question_doc=question_doc,
-        n_questions=n_questions,
-        dropped=dict(dropped),
-        offsets_corrected=corrected,
-    )
-
-
 # ------------------------------------------------------------------ synthetic side
 
 
@@ -341,7 +145,7 @@ def base_model_ranks(base_path: str, dataset: QADataset, batch_size: int) -> dic
     """Rank of each training question's own chunk among the training chunks, by the base model."""
     from sentence_transformers import SentenceTransformer
 
-    from tasks.round_trip import own_chunk_ranks
+    from tasks.questions.round_trip import own_chunk_ranks
 
     return own_chunk_ranks(SentenceTransformer(base_path), dataset, batch_size)
 
@@ -384,7 +188,7 @@ def resolve_base_model(spec: str, settings: Settings) -> str:
     prepared by the pipeline (bundled e5, a transformers folder, a hub id)."""
     if (Path(spec) / "modules.json").is_file():
         return spec
-    from tasks.base_model import prepare_base_model
+    from tasks.models.base import prepare_base_model
 
     return prepare_base_model(Settings(**{**settings.model_dump(), "base_model": spec})).path
 
@@ -406,22 +210,21 @@ def result_row(
     return row
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+def result_table(rows: Sequence[dict[str, Any]]) -> str:
     """The results as a markdown table (also readable on a console)."""
     titles = [t for _, t in TABLE_METRICS]
     head = ["config", "train pairs", "human queries", *titles, *(f"Δ {t} (pts)" for t in titles)]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    body = []
     for row in rows:
         change = row.get("change_pts")
-        cells = [
+        body.append([
             row["config"],
             str(row["train_pairs"]) if change is not None else "—",
             str(row["human_queries"]),
             *(f"{row['metrics'][k]:.4f}" for k, _ in TABLE_METRICS),
             *((f"{change[k]:+.1f}" for k, _ in TABLE_METRICS) if change is not None else ["—"] * len(titles)),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        ])
+    return markdown_table(head, body)
 
 
 class StageTimer:
@@ -476,7 +279,7 @@ def render_markdown(summary: dict[str, Any], table: str, timer: StageTimer) -> s
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python bench/cmrc_human.py",
+        prog="python -m bench.cmrc_human",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
@@ -557,13 +360,9 @@ def base_settings(args: argparse.Namespace) -> Settings:
 def main(argv: list[str] | None = None, writer_factory: Callable[[Settings], QuestionWriter] | None = None) -> int:
     """Run the benchmark; 0 on success, 2 for a bad command line, 1 for unusable data."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    for name in ("bench", "tasks"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    setup_logging(args.verbose)
     if writer_factory is None:
-        from tasks.llm import make_writer as writer_factory
+        from tasks.questions.llm import make_writer as writer_factory
 
     try:
         if args.n_passages is not None and args.n_passages < 2:
@@ -594,13 +393,13 @@ def _run(
     configs: list[tuple[str, Settings]],
     writer_factory: Callable[[Settings], QuestionWriter],
 ) -> int:
-    from tasks.evaluation import evaluate_model
-    from tasks.training import train_model
+    from tasks.evaluation.evaluate import evaluate_model
+    from tasks.training.trainer import train_model
 
     out: Path = args.out
     timer = StageTimer()
     with timer("passages + chunks"):
-        passages = select_passages(load_cmrc(args.data), args.n_passages)
+        passages = select_passages(load_squad(args.data), args.n_passages)
         chunks = chunk_documents(build_documents(passages), settings.chunk_size, settings.chunk_overlap)
     with timer("split"):
         train_passages, heldout_passages = split_passages(passages, args.heldout_ratio, settings.seed)
@@ -693,7 +492,7 @@ def _run(
                     "model_path": str(model_dir) if args.keep_models else None,
                 }
 
-    table = markdown_table(rows)
+    table = result_table(rows)
     summary = {
         "data": {
             "file": str(args.data),
@@ -723,14 +522,8 @@ def _run(
         "training": training,
         "seconds": timer.seconds,
     }
-    write_json_atomic(out / "results.json", summary)
-    write_text_atomic(out / "results.md", render_markdown(summary, table, timer))
-
-    print()
-    print(table)
-    print("\nstage timings:")
-    print("\n".join(timer.lines()))
-    print(f"\nOutput folder: {out.resolve()}")
+    report_results(out, summary, table, "\nstage timings:", *timer.lines(), f"\nOutput folder: {out.resolve()}",
+                   markdown=render_markdown(summary, table, timer))
     return 0
 
 

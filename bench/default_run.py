@@ -21,10 +21,10 @@ For each run it records:
 
 Run from the repository root, alone on the machine (timings of a shared CPU mean nothing)::
 
-    .venv/bin/python bench/default_run.py                                   # first run + rerun
-    .venv/bin/python bench/default_run.py --compare before/results.json     # beside an earlier result
-    .venv/bin/python bench/default_run.py --repo ../old-checkout --out before --label before
-    .venv/bin/python bench/default_run.py --no-rerun -- --epochs 1          # flags after -- go to the flow
+    .venv/bin/python -m bench.default_run                                   # first run + rerun
+    .venv/bin/python -m bench.default_run --compare before/results.json     # beside an earlier result
+    .venv/bin/python -m bench.default_run --repo ../old-checkout --out before --label before
+    .venv/bin/python -m bench.default_run --no-rerun -- --epochs 1          # flags after -- go to the flow
 
 ``--repo`` runs another checkout's pipeline (an older commit) with this script, so the
 "before" column is measured the same way. Results go to ``--out`` (default
@@ -48,9 +48,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.harness import REPO_ROOT as ROOT, markdown_table, report_results
+
 MB = 1024 * 1024
-PROGRESS = re.compile(r"\[\d+/\d+\]")
+# The line the flow logs as each stage ends: "… - training (cached) — steps run: 0, …".
+STAGE_DONE = re.compile(r" - [^—]+ — ")
 
 
 # --- memory of a process tree -------------------------------------------------------------
@@ -161,8 +163,8 @@ class PeakRss:
 
 def measure(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, interval: float = 0.5,
             echo: bool = False) -> dict[str, Any]:
-    """Run ``cmd`` to the end; its output goes to ``log`` (lines with ``[n/N]`` also to
-    stdout when ``echo``). Returns returncode, wall seconds, peak RSS of its process tree,
+    """Run ``cmd`` to the end; its output goes to ``log`` (each stage's closing line also
+    to stdout when ``echo``). Returns returncode, wall seconds, peak RSS of its process tree,
     CPU seconds of the tree and the largest single process's peak RSS.
 
     CPU and the largest process come from ``wait4``: the child and the descendants it waited
@@ -176,7 +178,7 @@ def measure(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, interv
         with PeakRss(proc.pid, interval) as peak:
             for line in proc.stdout:
                 out.write(line)
-                if echo and PROGRESS.search(line):
+                if echo and STAGE_DONE.search(line):
                     print("   ", line.rstrip()[-140:], flush=True)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -316,14 +318,11 @@ def render_table(after: dict[str, Any], before: dict[str, Any] | None = None) ->
     head = ["", *(r.get("label") or f"run {i + 1}" for i, r in enumerate(results))]
     if before:
         head.append("change")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for label, run, key in _rows(results):
         values = [_value(r, run, key) for r in results]
-        cells = [label, *(_fmt(v) for v in values)]
-        if before:
-            cells.append(_change(*values))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append([label, *(_fmt(v) for v in values), *([_change(*values)] if before else [])])
+    return markdown_table(head, body, left=range(len(head)))
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -394,13 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    table = render_table(results, before)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
-    print()
-    print(table)
-    print(f"\n{args.out / 'results.json'}")
+    report_results(args.out, results, render_table(results, before), f"\n{args.out / 'results.json'}")
     return 1 if failed else 0
 
 

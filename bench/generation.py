@@ -8,7 +8,7 @@ and the same sampling settings, one after the other:
   chunk with the full prompt. (llama-cpp-python already reuses the KV cache of
   the longest common prefix with the previous call, so the template's fixed
   start is not re-evaluated here either.)
-* **ours**: ``tasks.llm.gguf_backend.GGUFWriter`` from the pipeline's settings:
+* **ours**: ``tasks.questions.llm.gguf_backend.GGUFWriter`` from the pipeline's settings:
   several sequences per decode (``llm_parallel``), the fixed prefix evaluated
   once and shared, answers stopped after the asked-for questions, weights loaded
   without mmap so llama.cpp repacks them for its CPU kernels.
@@ -24,9 +24,9 @@ the naive way's.
 
 Run from the repository root::
 
-    .venv/bin/python bench/generation.py --chunks 12
-    .venv/bin/python bench/generation.py --chunks 8 --threads 1 --parallel 8 --ablations
-    .venv/bin/python bench/generation.py --source pdf --chunks 10
+    .venv/bin/python -m bench.generation --chunks 12
+    .venv/bin/python -m bench.generation --chunks 8 --threads 1 --parallel 8 --ablations
+    .venv/bin/python -m bench.generation --source pdf --chunks 10
 
 Chunks: the first CMRC 2018 passages (``../shared/data/cmrc2018_trial.json``) or
 the sample PDFs (``data/pdf``), chunked like the pipeline (300/30 tokens).
@@ -35,7 +35,6 @@ the sample PDFs (``data/pdf``), chunked like the pipeline (300/30 tokens).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -44,22 +43,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from tqdm.auto import tqdm
 
-from tqdm.auto import tqdm  # noqa: E402
-
-from tasks.chunking import chunk_documents  # noqa: E402
-from tasks.llm.base import Sampling  # noqa: E402
-from tasks.llm.cpu_threads import all_cores, import_llama_cpp  # noqa: E402
-from tasks.llm.gguf_backend import GGUFWriter, resolve_gguf_path  # noqa: E402
-from tasks.prompts import build_prompt, parse_questions  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from bench.harness import CMRC_DATA as CMRC, REPO_ROOT as ROOT
+from bench.harness import load_average, markdown_table, report_results
+from tasks.chunks.chunking import chunk_documents
+from tasks.core.settings import Settings
+from tasks.questions.llm.base import Sampling
+from tasks.questions.llm.cpu_threads import all_cores, import_llama_cpp
+from tasks.questions.llm.gguf_backend import GGUFWriter, resolve_gguf_path
+from tasks.questions.prompts import build_prompt, parse_questions
 
 log = logging.getLogger("bench.generation")
-
-CMRC = ROOT.parent / "shared" / "data" / "cmrc2018_trial.json"
 
 
 @dataclass
@@ -85,11 +80,11 @@ class Row:
 def load_chunk_texts(source: str, n: int, chunk_size: int = 300, chunk_overlap: int = 30) -> list[str]:
     """The first ``n`` distinct chunk texts of CMRC passages (``cmrc``) or of ``data/pdf`` (``pdf``)."""
     if source == "cmrc":
-        from cmrc_human import build_documents, load_cmrc
+        from tasks.evaluation.squad import build_documents, load_squad
 
-        documents = build_documents(load_cmrc(CMRC))
+        documents = build_documents(load_squad(CMRC))
     else:
-        from tasks.documents import load_documents
+        from tasks.documents.reading import load_documents
 
         documents = load_documents(ROOT / "data" / "pdf").documents
     texts = list(dict.fromkeys(c.text for c in chunk_documents(documents, chunk_size, chunk_overlap)))
@@ -165,26 +160,15 @@ def _row(way: str, n: int, load_s: float, gen_s: float, cpu_s: float, out_tokens
 # --- table -------------------------------------------------------------------------------
 
 
-def markdown_table(rows: list[Row]) -> str:
-    head = (
-        "| way | chunks | load s | gen s | chunks/s | output tokens | output tokens/s | prompt tokens evaluated "
-        "| chunks with a question | ratio (chunks/s) | CPU s | ratio (CPU s) | stopped early |"
-    )
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(
-            f"| {r.way} | {r.chunks} | {r.load_s:.1f} | {r.gen_s:.1f} | {r.chunks_per_s:.3f} | {r.output_tokens} | "
-            f"{r.output_tokens_per_s:.2f} | {r.prompt_tokens_evaluated} | {r.questions} | {r.ratio:.2f}x | "
-            f"{r.cpu_s:.1f} | {r.cpu_ratio:.2f}x | {r.stopped_early} |"
-        )
-    return "\n".join(lines)
-
-
-def _load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
+def result_table(rows: list[Row]) -> str:
+    head = ["way", "chunks", "load s", "gen s", "chunks/s", "output tokens", "output tokens/s",
+            "prompt tokens evaluated", "chunks with a question", "ratio (chunks/s)", "CPU s", "ratio (CPU s)",
+            "stopped early"]
+    return markdown_table(head, ([
+        r.way, r.chunks, f"{r.load_s:.1f}", f"{r.gen_s:.1f}", f"{r.chunks_per_s:.3f}", r.output_tokens,
+        f"{r.output_tokens_per_s:.2f}", r.prompt_tokens_evaluated, r.questions, f"{r.ratio:.2f}x",
+        f"{r.cpu_s:.1f}", f"{r.cpu_ratio:.2f}x", r.stopped_early,
+    ] for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.llm_model:
         overrides["llm_model"] = args.llm_model
     # Both ways get the same threads; the backend's own choice from the free cores is
-    # bench/shared_cpu_generation.py's subject.
+    # bench.shared_cpu_generation's subject.
     overrides["llm_threads"] = args.threads or all_cores()
     if args.parallel:
         overrides["llm_parallel"] = args.parallel
@@ -213,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = settings.llm_threads
     texts = load_chunk_texts(args.source, args.chunks, settings.chunk_size, settings.chunk_overlap)
     prompts = [build_prompt(settings.prompt_template, t, settings.questions_per_chunk) for t in texts]
-    load_before = _load_average()
+    load_before = load_average()
     log.info("%d chunks from %s, model %s, %d threads, load average %s", len(prompts), args.source, model.name, threads, load_before)
 
     ways: list[tuple[str, Callable[[], Row]]] = []
@@ -237,22 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r.ratio = r.chunks_per_s / base
         r.cpu_ratio = rows[0].cpu_s / r.cpu_s if r.cpu_s else float("nan")
-    load_after = _load_average()
-    table = markdown_table(rows)
-    print()
-    print(table)
-    print(f"\nload average (1/5/15 min) before: {load_before}; after: {load_after}; {threads} threads; "
-          f"{os.cpu_count()} CPUs; temperature {settings.llm_temperature}, max_tokens {settings.llm_max_tokens}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    from tasks.fileio import write_json_atomic, write_text_atomic
-
-    write_json_atomic(
-        args.out / "results.json",
+    load_after = load_average()
+    report_results(
+        args.out,
         {"rows": [asdict(r) for r in rows], "source": args.source, "threads": threads, "model": str(model),
          "load_average_before": load_before, "load_average_after": load_after,
          "llm_parallel": settings.llm_parallel},
+        result_table(rows),
+        f"\nload average (1/5/15 min) before: {load_before}; after: {load_after}; {threads} threads; "
+        f"{os.cpu_count()} CPUs; temperature {settings.llm_temperature}, max_tokens {settings.llm_max_tokens}",
     )
-    write_text_atomic(args.out / "results.md", table + "\n")
     return 0
 
 

@@ -18,27 +18,22 @@ No model and no LLM: it runs in seconds. Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from bench.harness import REPO_ROOT, SHARED_DATA as SHARED, markdown_table, report_results
+from tasks.core.qa_dataset import QADataset
+from tasks.retrieval.lexical import TOKENIZERS, tokenize
+from tasks.retrieval.metrics import metrics_from_scores, question_order
 
-from tasks.qa_dataset import QADataset  # noqa: E402
-from tasks.retrieval.lexical import TOKENIZERS, tokenize  # noqa: E402
-from tasks.retrieval.metrics import metrics_from_scores, question_order  # noqa: E402
-
-SHARED = REPO_ROOT.parent / "shared" / "data"
 VARIANTS = ("lucene", "robertson")
 
 
 def sample_dataset() -> QADataset:
     """The sample PDFs' chunks and the questions people wrote about them."""
-    from tasks.chunking import chunk_documents
-    from tasks.documents import load_documents
-    from tasks.human_questions import load_human_questions, resolve_questions
+    from tasks.chunks.chunking import chunk_documents
+    from tasks.documents.reading import load_documents
+    from tasks.evaluation.human_questions import load_human_questions, resolve_questions
 
     chunks = chunk_documents(load_documents(REPO_ROOT / "data" / "pdf").documents, 300, 30)
     return resolve_questions(load_human_questions(REPO_ROOT / "data" / "pdf" / "human_questions.json"),
@@ -47,10 +42,10 @@ def sample_dataset() -> QADataset:
 
 def squad_dataset(path: Path) -> QADataset:
     """Every passage of a SQuAD-format file chunked like the pipeline; its questions against all chunks."""
-    from bench.cmrc_human import build_documents, human_benchmark, load_cmrc
-    from tasks.chunking import chunk_documents
+    from tasks.chunks.chunking import chunk_documents
+    from tasks.evaluation.squad import build_documents, human_benchmark, load_squad
 
-    passages = load_cmrc(path)
+    passages = load_squad(path)
     return human_benchmark(passages, chunk_documents(build_documents(passages), 300, 30)).dataset
 
 
@@ -77,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         if (SHARED / file).is_file():
             sets[name] = lambda f=file: squad_dataset(SHARED / f)
     results = []
-    lines = ["| data | questions | chunks | tokens | variant | NDCG@10 | Acc@1 |", "|---|---:|---:|---|---|---:|---:|"]
     for name, load in sets.items():
         ds = load()
         for tokenizer in TOKENIZERS:
@@ -87,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
                        "tokenizer": tokenizer, "variant": variant,
                        "ndcg@10": round(m["bm25_ndcg@10"], 4), "accuracy@1": round(m["bm25_accuracy@1"], 4)}
                 results.append(row)
-                lines.append(f"| {name} | {row['questions']} | {row['chunks']} | {tokenizer} | {variant} | "
-                             f"{row['ndcg@10']:.4f} | {row['accuracy@1']:.4f} |")
-    table = "\n".join(lines)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
+    table = markdown_table(
+        ["data", "questions", "chunks", "tokens", "variant", "NDCG@10", "Acc@1"],
+        ([r["data"], r["questions"], r["chunks"], r["tokenizer"], r["variant"], f"{r['ndcg@10']:.4f}",
+          f"{r['accuracy@1']:.4f}"] for r in results),
+        left=(0, 3, 4),
+    )
+    report_results(args.out, results, table)
     return 0
 
 

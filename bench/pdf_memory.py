@@ -1,4 +1,4 @@
-"""Peak memory of reading a large PDF: the naive pypdf way vs tasks.documents.read_pdf.
+"""Peak memory of reading a large PDF: the naive pypdf way vs tasks.documents.reading.read_pdf.
 
 The naive way, ``PdfReader(path)`` and a loop over ``reader.pages``, reads the whole
 file into memory and keeps every object it parsed (fonts, images, content streams)
@@ -6,8 +6,8 @@ until the reader goes away. ``read_pdf`` hands pypdf the open file and empties i
 object cache after each page. The PDF is made here: pages of text, each with an
 incompressible image that text extraction never needs (like a scanned figure).
 
-    .venv/bin/python bench/pdf_memory.py                 # 200 pages, about 18 MB
-    .venv/bin/python bench/pdf_memory.py --pages 600
+    .venv/bin/python -m bench.pdf_memory                 # 200 pages, about 18 MB
+    .venv/bin/python -m bench.pdf_memory --pages 600
 
 Peak memory is Python's own allocations (tracemalloc), so it is the same on any machine.
 """
@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pypdf
+from fpdf import FPDF
+from PIL import Image
 
-import pypdf  # noqa: E402
-from fpdf import FPDF  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from tasks.documents import read_pdf  # noqa: E402
-from tasks.text_cleaning import clean_page_text  # noqa: E402
+from tasks.documents.cleaning import clean_page_text
+from tasks.documents.reading import read_pdf
 
 TEXT = "Retrieval models learn from pairs of questions and passages. " * 6
 

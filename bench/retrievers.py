@@ -38,15 +38,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench import cmrc_human as ch  # noqa: E402
-from tasks.fileio import write_json_atomic, write_text_atomic  # noqa: E402
-from tasks.qa_dataset import QADataset  # noqa: E402
-from tasks.report import metric_value  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from bench import cmrc_human as ch
+from bench.harness import BenchInputError, markdown_table, report_results, setup_logging
+from tasks.chunks.chunking import chunk_documents
+from tasks.core.qa_dataset import QADataset
+from tasks.core.records import Chunk
+from tasks.core.settings import Settings
+from tasks.evaluation.squad import Passage, build_documents, human_benchmark, load_squad
+from tasks.reporting.tables import metric_value
 
 log = logging.getLogger("bench.retrievers")
 
@@ -54,12 +53,12 @@ DEFAULT_CONFIGS = ("hard_negative_miner=dense", "hard_negative_miner=bm25")
 SETS = ("trained", "held-out")
 
 
-def split_fit_val(passages: list[ch.Passage], val_ratio: float, seed: int) -> tuple[list[ch.Passage], list[ch.Passage]]:
+def split_fit_val(passages: list[Passage], val_ratio: float, seed: int) -> tuple[list[Passage], list[Passage]]:
     """(fit, validation) passages, by the pipeline's document split."""
     return ch.split_passages(passages, val_ratio, seed)
 
 
-def val_dataset(synthetic: QADataset, val_ids: set[str], train_chunks: list[ch.Chunk]) -> QADataset:
+def val_dataset(synthetic: QADataset, val_ids: set[str], train_chunks: list[Chunk]) -> QADataset:
     """The synthetic questions of the validation chunks, searched among all train chunks."""
     queries = {q: t for q, t in synthetic.queries.items() if set(synthetic.relevant_docs[q]) & val_ids}
     return QADataset(queries=queries, corpus={c.chunk_id: c.text for c in train_chunks},
@@ -75,10 +74,10 @@ def fit_dataset(synthetic: QADataset, fit_ids: set[str]) -> QADataset:
 def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dict[str, QADataset],
                    settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows for one dense model (alone, hybrid at its validation weight, RRF) on every test set."""
-    from tasks.evaluation import evaluate_retrievers
-    from tasks.retrieval.retriever import choose
+    from tasks.evaluation.evaluate import evaluate_retrievers
+    from tasks.retrieval.retriever import candidates, choose
 
-    specs = settings.retriever_candidates()
+    specs = candidates(settings.fusion_weights, settings.bm25_tokenizer)
     val_grid = evaluate_retrievers(model_path, val, specs, settings.eval_batch_size, name="val")
     fused = [s for s in specs if s.kind == "hybrid"]
     best = choose(val_grid, fused)  # the weight a run would ship with this model, chosen on validation
@@ -95,14 +94,10 @@ def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dic
     return [bm25, *rows], choice
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def result_table(rows: list[dict[str, Any]]) -> str:
     head = ["retriever", *(f"{s} NDCG@10" for s in SETS), *(f"{s} Acc@1" for s in SETS)]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for row in rows:
-        cells = [row["row"], *(f"{metric_value(row[s], 'ndcg@10'):.4f}" for s in SETS),
-                 *(f"{metric_value(row[s], 'accuracy@1'):.4f}" for s in SETS)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(head, ([row["row"], *(f"{metric_value(row[s], 'ndcg@10'):.4f}" for s in SETS),
+                                  *(f"{metric_value(row[s], 'accuracy@1'):.4f}" for s in SETS)] for row in rows))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,29 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, writer_factory=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("bench", "tasks"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    setup_logging()
     if writer_factory is None:
-        from tasks.llm import make_writer as writer_factory
+        from tasks.questions.llm import make_writer as writer_factory
     try:
         if not args.data.is_file():
-            raise ch.BenchInputError(f"data file {args.data} does not exist")
+            raise BenchInputError(f"data file {args.data} does not exist")
         settings = Settings(val_ratio=args.heldout_ratio, seed=args.seed, llm_backend=args.llm_backend,
                             llm_model=args.llm_model, cache_dir=args.cache_dir, models_dir=args.models_dir,
                             base_model=args.base_model)
         configs = [(c, ch.config_settings(settings, ch.parse_config(c))) for c in (args.config or DEFAULT_CONFIGS)]
-    except (ch.BenchInputError, ValueError) as e:
+    except (BenchInputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return _run(args, settings, configs, writer_factory)
 
 
 def _run(args, settings: Settings, configs, writer_factory) -> int:
-    from tasks.training import train_model
+    from tasks.training.trainer import train_model
 
-    passages = ch.select_passages(ch.load_cmrc(args.data), args.n_passages)
-    chunks = ch.chunk_documents(ch.build_documents(passages), settings.chunk_size, settings.chunk_overlap)
+    passages = ch.select_passages(load_squad(args.data), args.n_passages)
+    chunks = chunk_documents(build_documents(passages), settings.chunk_size, settings.chunk_overlap)
     train_passages, heldout_passages = ch.split_passages(passages, args.heldout_ratio, args.seed)
     fit_passages, val_passages = split_fit_val(train_passages, args.val_ratio, args.seed)
     train_doc_ids = {p.doc_id for p in train_passages}
@@ -167,8 +160,8 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
     fit, val = fit_dataset(synthetic, fit_ids), val_dataset(synthetic, val_ids, train_chunks)
     fit.save(out / "fit_dataset.json")
     val.save(out / "val_dataset.json")
-    tests = {"trained": ch.human_benchmark(train_passages, train_chunks).dataset,
-             "held-out": ch.human_benchmark(heldout_passages, heldout_chunks).dataset}
+    tests = {"trained": human_benchmark(train_passages, train_chunks).dataset,
+             "held-out": human_benchmark(heldout_passages, heldout_chunks).dataset}
     print(f"{args.data.name}: {len(passages)} passages, {len(train_chunks)} train chunks "
           f"({len(fit_ids)} fit / {len(val_ids)} val), {len(heldout_chunks)} held-out chunks; "
           f"{len(fit.queries)} fit and {len(val.queries)} val questions (LLM requests {stats.requests_sent}); "
@@ -189,16 +182,15 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
             model_rows, choice = retriever_rows(f"tuned [{label}]", str(model_dir), val, tests, settings)
             rows += model_rows[1:]  # BM25 is the same for every model
             choices.append(choice)
-    table = markdown_table(rows)
+    table = result_table(rows)
     summary = {"data": str(args.data), "passages": len(passages), "train_chunks": len(train_chunks),
                "heldout_chunks": len(heldout_chunks), "fit_questions": len(fit.queries), "val_questions": len(val.queries),
                "human_questions": {k: len(v.queries) for k, v in tests.items()}, "generation": stats.to_dict(),
                "training": training, "choices": choices, "rows": rows}
-    write_json_atomic(out / "results.json", summary)
-    write_text_atomic(out / "results.md", table + "\n\n" + json.dumps(choices, ensure_ascii=False, indent=1) + "\n")
-    print(table)
-    for c in choices:
-        print(f"{c['model']}: hybrid weight {c['hybrid_weight']} chosen on validation; a run would ship {c['shipped']}")
+    notes = [f"{c['model']}: hybrid weight {c['hybrid_weight']} chosen on validation; a run would ship {c['shipped']}"
+             for c in choices]
+    report_results(out, summary, table, *notes,
+                   markdown=table + "\n\n" + json.dumps(choices, ensure_ascii=False, indent=1) + "\n")
     return 0
 
 

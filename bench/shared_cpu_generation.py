@@ -33,11 +33,11 @@ row (a spinning LLM takes it from them).
 Run from the repository root (about 4 x load + 4 x n-chunks answers; on 2 cores the
 bundled model takes about 3 s a chunk alone and up to 25 s beside a neighbour)::
 
-    .venv/bin/python bench/shared_cpu_generation.py --n-chunks 8
-    .venv/bin/python bench/shared_cpu_generation.py --n-chunks 8 --neighbours 2 --neighbour-kind numpy
-    .venv/bin/python bench/shared_cpu_generation.py --source pdf --n-chunks 6 --out outputs/bench_shared_cpu_pdf
+    .venv/bin/python -m bench.shared_cpu_generation --n-chunks 8
+    .venv/bin/python -m bench.shared_cpu_generation --n-chunks 8 --neighbours 2 --neighbour-kind numpy
+    .venv/bin/python -m bench.shared_cpu_generation --source pdf --n-chunks 6 --out outputs/bench_shared_cpu_pdf
 
-Chunks: as in ``bench/generation.py`` (the first CMRC 2018 passages, or ``data/pdf``).
+Chunks: as in ``bench.generation`` (the first CMRC 2018 passages, or ``data/pdf``).
 """
 
 from __future__ import annotations
@@ -56,14 +56,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from generation import CMRC, _load_average, load_chunk_texts  # noqa: E402
-
-from tasks.llm.cpu_threads import all_cores  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from bench.generation import load_chunk_texts
+from bench.harness import CMRC_DATA as CMRC, REPO_ROOT as ROOT
+from bench.harness import load_average, markdown_table, report_results
+from tasks.core.settings import Settings
+from tasks.questions.llm.cpu_threads import all_cores
 
 log = logging.getLogger("bench.shared_cpu_generation")
 
@@ -131,19 +128,14 @@ def add_ratios(rows: list[Row]) -> list[Row]:
     return rows
 
 
-def markdown_table(rows: list[Row]) -> str:
-    head = (
-        "| settings | neighbours | threads | why | wait | load s | gen s | s/chunk | slowdown | today/new | CPU s "
-        "| neighbour cores |"
-    )
-    lines = [head, "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        cores = "" if r.neighbour_cores is None else f"{r.neighbour_cores:.2f}"
-        lines.append(
-            f"| {r.settings} | {r.neighbours} | {r.threads} | {r.why} | {r.wait} | {r.load_s:.1f} | {r.gen_s:.1f} | "
-            f"{r.s_per_chunk:.2f} | {r.slowdown:.2f}x | {r.today_over_new:.2f}x | {r.cpu_s:.1f} | {cores} |"
-        )
-    return "\n".join(lines)
+def result_table(rows: list[Row]) -> str:
+    head = ["settings", "neighbours", "threads", "why", "wait", "load s", "gen s", "s/chunk", "slowdown", "today/new",
+            "CPU s", "neighbour cores"]
+    return markdown_table(head, ([
+        r.settings, r.neighbours, r.threads, r.why, r.wait, f"{r.load_s:.1f}", f"{r.gen_s:.1f}",
+        f"{r.s_per_chunk:.2f}", f"{r.slowdown:.2f}x", f"{r.today_over_new:.2f}x", f"{r.cpu_s:.1f}",
+        "" if r.neighbour_cores is None else f"{r.neighbour_cores:.2f}",
+    ] for r in rows), left=(0, 3, 4))
 
 
 # --- one row, in its own process ------------------------------------------------------------
@@ -151,9 +143,9 @@ def markdown_table(rows: list[Row]) -> str:
 
 def run_worker(config: str, chunks_file: Path, llm_model: str | None, parallel: int | None) -> dict[str, Any]:
     """Generate questions for the chunks in ``chunks_file`` with ``config``'s settings; the measurements."""
-    from tasks.generation import generate_questions
-    from tasks.llm.gguf_backend import GGUFWriter
-    from tasks.records import Chunk
+    from tasks.questions.generation import generate_questions
+    from tasks.questions.llm.gguf_backend import GGUFWriter
+    from tasks.core.records import Chunk
 
     texts = json.loads(chunks_file.read_text(encoding="utf-8"))
     chunks = [Chunk(f"c{i}", "bench", "bench", 1, t) for i, t in enumerate(texts)]
@@ -179,7 +171,7 @@ def run_worker(config: str, chunks_file: Path, llm_model: str | None, parallel: 
 
 def run_row(config: str, n_neighbours: int, chunks_file: Path, args: argparse.Namespace) -> Row:
     """One row: the worker process for ``config``, beside ``n_neighbours`` busy loops."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--chunks-file", str(chunks_file)]
+    cmd = [sys.executable, "-m", "bench.shared_cpu_generation", "--worker", config, "--chunks-file", str(chunks_file)]
     if args.llm_model:
         cmd += ["--llm-model", args.llm_model]
     if args.parallel:
@@ -261,7 +253,7 @@ def main(argv: list[str] | None = None, row_runner: Callable[..., Row] = run_row
         return 0
 
     texts = load_chunk_texts(args.source, args.n_chunks)
-    load_before = _load_average()
+    load_before = load_average()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-shared-cpu-") as tmp:
         chunks_file = Path(tmp) / "chunks.json"
@@ -270,21 +262,15 @@ def main(argv: list[str] | None = None, row_runner: Callable[..., Row] = run_row
             for n in (0, args.neighbours):
                 rows.append(row_runner(config, n, chunks_file, args))
     add_ratios(rows)
-    load_after = _load_average()
-    table = markdown_table(rows)
-    print()
-    print(table)
-    print(f"\n{len(texts)} chunks from {args.source}; {all_cores()} cores; neighbours: {args.neighbours} x "
-          f"{args.neighbour_kind}; load average (1/5/15 min) before: {load_before}; after: {load_after}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    from tasks.fileio import write_json_atomic, write_text_atomic
-
-    write_json_atomic(args.out / "results.json", {
+    load_after = load_average()
+    results = {
         "rows": [asdict(r) for r in rows], "source": args.source, "n_chunks": len(texts), "cores": all_cores(),
         "neighbours": args.neighbours, "neighbour_kind": args.neighbour_kind, "llm_model": args.llm_model,
         "llm_parallel": args.parallel, "load_average_before": load_before, "load_average_after": load_after,
-    })
-    write_text_atomic(args.out / "results.md", table + "\n")
+    }
+    report_results(args.out, results, result_table(rows),
+                   f"\n{len(texts)} chunks from {args.source}; {all_cores()} cores; neighbours: {args.neighbours} x "
+                   f"{args.neighbour_kind}; load average (1/5/15 min) before: {load_before}; after: {load_after}")
     return 0
 
 

@@ -16,8 +16,8 @@ Same data, same epochs, same machine for every row; only the recipe changes:
   under the α-guard).
 
 Data (``../shared/data/cmrc2018_trial.json``, CC BY-SA 4.0), built with
-``bench/cmrc_human.py``'s helpers: the first ``--n-passages`` passages are split into
-train and held-out passages; the train passages again into train and validation (like
+``tasks.evaluation.squad`` and ``bench.cmrc_human``'s helpers: the first ``--n-passages``
+passages are split into train and held-out passages; the train passages again into train and validation (like
 the pipeline: synthetic questions of validation documents). Synthetic questions come from
 the shared per-chunk generation cache only: this script never starts an LLM and stops
 with an error if a chunk is not cached. Measured on
@@ -31,13 +31,13 @@ with an error if a chunk is not cached. Measured on
 
 ``--extra-train-passages N`` trains on the N passages after the α-guard ones as well: more
 training data for every row, with the held-out, validation and guard sets unchanged. Their
-questions must be in the cache too (``bench/cmrc_human.py`` with a larger ``--n-passages``
+questions must be in the cache too (``python -m bench.cmrc_human`` with a larger ``--n-passages``
 asks for them, or any run of the pipeline's generation on those chunks).
 
 Run from the repository root (about 35 minutes on 2 shared cores)::
 
-    .venv/bin/python bench/training_recipes.py
-    .venv/bin/python bench/training_recipes.py --rows base,plain,ours --epochs 1
+    .venv/bin/python -m bench.training_recipes
+    .venv/bin/python -m bench.training_recipes --rows base,plain,ours --epochs 1
 """
 
 from __future__ import annotations
@@ -52,17 +52,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-import cmrc_human as ch  # noqa: E402
-
-from tasks.fileio import write_json_atomic, write_text_atomic  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from bench import cmrc_human as ch
+from bench.harness import BenchInputError, markdown_table, setup_logging, write_results
+from tasks.chunks.chunking import chunk_documents
+from tasks.core.qa_dataset import QADataset
+from tasks.core.records import Chunk
+from tasks.core.settings import Settings
+from tasks.evaluation.squad import HumanBenchmark, Passage, build_documents, human_benchmark, load_squad
 
 log = logging.getLogger("bench.training_recipes")
 
@@ -99,25 +95,25 @@ class NotCachedError(RuntimeError):
 
 def no_llm(settings: Settings):
     raise NotCachedError(
-        "a train chunk is not in the generation cache; run bench/cmrc_human.py with the same "
+        "a train chunk is not in the generation cache; run python -m bench.cmrc_human with the same "
         "--n-passages/--seed first (it asks the LLM), then rerun this"
     )
 
 
-def guard_benchmark(passages: Sequence[ch.Passage], settings: Settings, titles: bool = False) -> ch.QADataset:
+def guard_benchmark(passages: Sequence[Passage], settings: Settings, titles: bool = False) -> QADataset:
     """The human questions of ``passages`` against their chunks (titled ones with ``titles``)."""
-    chunks = ch.chunk_documents(ch.build_documents(passages), settings.chunk_size, settings.chunk_overlap)
-    dataset = ch.human_benchmark(passages, chunks).dataset
+    chunks = chunk_documents(build_documents(passages), settings.chunk_size, settings.chunk_overlap)
+    dataset = human_benchmark(passages, chunks).dataset
     return ch.titled_dataset(dataset, ch.titled_chunks(chunks, passages)) if titles else dataset
 
 
 def heldout_benchmark(
     eval_on: str,
-    fit_passages: Sequence[ch.Passage],
-    fit_chunks: Sequence[ch.Chunk],
-    heldout_passages: Sequence[ch.Passage],
-    heldout_chunks: Sequence[ch.Chunk],
-) -> ch.HumanBenchmark:
+    fit_passages: Sequence[Passage],
+    fit_chunks: Sequence[Chunk],
+    heldout_passages: Sequence[Passage],
+    heldout_chunks: Sequence[Chunk],
+) -> HumanBenchmark:
     """The human questions every row is measured on; never trained on in either case.
 
     ``unseen-passages``: questions about passages no row trained on (does the tuning carry
@@ -126,9 +122,9 @@ def heldout_benchmark(
     pipeline does, where the model is tuned on the documents it will later search.
     """
     if eval_on == "trained-passages":
-        return ch.human_benchmark(fit_passages, fit_chunks)
+        return human_benchmark(fit_passages, fit_chunks)
     if eval_on == "unseen-passages":
-        return ch.human_benchmark(heldout_passages, heldout_chunks)
+        return human_benchmark(heldout_passages, heldout_chunks)
     raise ValueError(f"eval_on must be unseen-passages or trained-passages, not {eval_on!r}")
 
 
@@ -149,31 +145,27 @@ def table_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+def result_table(rows: Sequence[dict[str, Any]]) -> str:
     head = [
         "config", "held-out NDCG@10", "held-out Acc@1", "guard NDCG@10",
         "Δ NDCG vs base", "Δ Acc@1 vs base", "Δ guard vs base", "Δ NDCG vs plain", "Δ guard vs plain",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
 
     def d(row: dict[str, Any], ref: str, key: str) -> str:
         return f"{row[f'vs_{ref}'][key]:+.1f}" if f"vs_{ref}" in row else "—"
 
-    for r in rows:
-        cells = [
-            r["label"] + (f" (α={r['alpha']:g})" if r.get("alpha") is not None else ""),
-            f"{r['heldout']['cosine_ndcg@10']:.4f}",
-            f"{r['heldout']['cosine_accuracy@1']:.4f}",
-            f"{r['guard']['cosine_ndcg@10']:.4f}",
-            d(r, "base", "heldout_ndcg"), d(r, "base", "heldout_acc1"), d(r, "base", "guard_ndcg"),
-            d(r, "plain", "heldout_ndcg"), d(r, "plain", "guard_ndcg"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(head, ([
+        r["label"] + (f" (α={r['alpha']:g})" if r.get("alpha") is not None else ""),
+        f"{r['heldout']['cosine_ndcg@10']:.4f}",
+        f"{r['heldout']['cosine_accuracy@1']:.4f}",
+        f"{r['guard']['cosine_ndcg@10']:.4f}",
+        d(r, "base", "heldout_ndcg"), d(r, "base", "heldout_acc1"), d(r, "base", "guard_ndcg"),
+        d(r, "plain", "heldout_ndcg"), d(r, "plain", "guard_ndcg"),
+    ] for r in rows))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python bench/training_recipes.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.training_recipes", description=__doc__.splitlines()[0])
     add = p.add_argument
     add("--data", type=Path, default=ch.DEFAULT_DATA)
     add("--n-passages", type=int, default=60, help="passages for train + held out (default: %(default)s, the cached ones)")
@@ -189,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
              "model is tuned on the documents it will search (the human questions are never trained on)")
     add("--chunk-titles", action="store_true",
         help="put each passage's title on a line before each of its chunks, everywhere: what the LLM was asked "
-             "about (bench/cmrc_human.py --chunk-titles fills the cache), what is trained on and searched")
+             "about (python -m bench.cmrc_human --chunk-titles fills the cache), what is trained on and searched")
     add("--seed", type=int, default=42)
     add("--train-seed", type=int, default=None,
         help="seed of the training rows only (batch order, hard-negative sampling); the split and the cached "
@@ -214,9 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("bench", "tasks"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    setup_logging()
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r != "base" and r not in RECIPES]
     if unknown:
@@ -224,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return _run(args, rows)
-    except (NotCachedError, ch.BenchInputError) as e:
+    except (NotCachedError, BenchInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
@@ -232,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, rows: list[str]) -> int:
     from sentence_transformers import SentenceTransformer
 
-    from tasks.evaluation import evaluate_loaded_model, evaluate_model
-    from tasks.interpolation import interpolate_with_base
-    from tasks.training import train_model
+    from tasks.evaluation.evaluate import evaluate_loaded_model, evaluate_model
+    from tasks.training.interpolation import interpolate_with_base
+    from tasks.training.trainer import train_model
 
     out: Path = args.out
     common = dict(
@@ -247,14 +237,14 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
     filtered = Settings(**common)
     unfiltered = Settings(**common, filter_non_questions=False, max_copied_chars=0, skip_low_value_chunks=False)
 
-    everything = ch.load_cmrc(args.data)
+    everything = load_squad(args.data)
     passages = everything[: args.n_passages]
     guard_passages = everything[args.n_passages : args.n_passages + args.guard_passages]
     after_guards = args.n_passages + args.guard_passages + args.alpha_guard_passages
     alpha_guard_passages = everything[args.n_passages + args.guard_passages : after_guards]
     extra_passages = everything[after_guards : after_guards + args.extra_train_passages]
-    chunks = ch.chunk_documents(ch.build_documents(passages + extra_passages), filtered.chunk_size,
-                                filtered.chunk_overlap)
+    chunks = chunk_documents(build_documents(passages + extra_passages), filtered.chunk_size,
+                             filtered.chunk_overlap)
     train_passages, heldout_passages = ch.split_passages(passages, args.heldout_ratio, args.seed)
     fit_passages, val_passages = ch.split_passages(train_passages, args.val_ratio, args.seed)
     fit_passages += extra_passages
@@ -275,7 +265,7 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
         all_passages = passages + extra_passages
         heldout = ch.titled_dataset(heldout, ch.titled_chunks(chunks, all_passages))
         fit_chunks, val_chunks = ch.titled_chunks(fit_chunks, all_passages), ch.titled_chunks(val_chunks, all_passages)
-    # The cache was filled for all train passages' chunks by bench/cmrc_human.py.
+    # The cache was filled for all train passages' chunks by bench.cmrc_human.
     datasets: dict[str, Path] = {}
     for tag, settings in (("filtered", filtered), ("unfiltered", unfiltered)):
         ds, stats = ch.synthetic_train_dataset(fit_chunks, settings, no_llm, show_progress=False)
@@ -295,8 +285,8 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
         "fit_passages": len(fit_passages), "val_passages": len(val_passages),
         "heldout_passages": len(heldout_passages), "guard_passages": len(guard_passages),
         "alpha_guard_passages": len(alpha_guard_passages),
-        "train_pairs_filtered": len(ch.QADataset.load(datasets["filtered"]).pairs()),
-        "train_pairs_unfiltered": len(ch.QADataset.load(datasets["unfiltered"]).pairs()),
+        "train_pairs_filtered": len(QADataset.load(datasets["filtered"]).pairs()),
+        "train_pairs_unfiltered": len(QADataset.load(datasets["unfiltered"]).pairs()),
         "val_queries": len(val_ds.queries), "val_chunks": len(val_ds.corpus),
         "heldout_queries": len(heldout.queries), "heldout_chunks": len(heldout.corpus),
         "guard_queries": len(guard.queries), "guard_chunks": len(guard.corpus),
@@ -316,15 +306,15 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
     for earlier in args.include or []:
         prior = json.loads(Path(earlier).read_text(encoding="utf-8"))
         if prior["data"] != data or prior["epochs"] != args.epochs:
-            raise ch.BenchInputError(f"{earlier} was measured on other data or epochs: cannot share a table")
+            raise BenchInputError(f"{earlier} was measured on other data or epochs: cannot share a table")
         for row in prior["rows"]:
             if row["row"] not in rows:
                 results[row["row"]] = {k: v for k, v in row.items() if k not in ("row", "label", "vs_base", "vs_plain")}
 
     def save() -> str:
-        table = markdown_table(table_rows(results))
-        write_json_atomic(out / "results.json", {"data": data, "epochs": args.epochs, "rows": table_rows(results)})
-        write_text_atomic(out / "results.md", f"# Training recipes on human CMRC questions\n\n{data}\n\n{table}\n")
+        table = result_table(table_rows(results))
+        write_results(out, {"data": data, "epochs": args.epochs, "rows": table_rows(results)},
+                      f"# Training recipes on human CMRC questions\n\n{data}\n\n{table}\n")
         return table
 
     with tempfile.TemporaryDirectory(prefix="bench-recipes-") as tmp:
@@ -332,14 +322,14 @@ def _run(args: argparse.Namespace, rows: list[str]) -> int:
         for spec in args.model:
             row, _, path = spec.partition("=")
             if row not in RECIPES or not (Path(path) / "modules.json").is_file():
-                raise ch.BenchInputError(f"--model {spec}: need ROW=PATH of a sentence-transformers folder")
+                raise BenchInputError(f"--model {spec}: need ROW=PATH of a sentence-transformers folder")
             models[row] = Path(path)
         for name in rows:
             if name == "base":
                 results["base"] = measure(SentenceTransformer(base_path))
             elif RECIPES[name].get("interpolate"):
                 if not models:
-                    raise ch.BenchInputError(f"row {name} needs a trained row before it")
+                    raise BenchInputError(f"row {name} needs a trained row before it")
                 source = list(models)[-1]
                 model = SentenceTransformer(str(models[source]))
                 base_state = SentenceTransformer(base_path).state_dict()

@@ -3,21 +3,21 @@
 The guard set is a general, out-of-domain retrieval test the pipeline runs on every
 model next to the domain validation set: if fine-tuning on one's own PDFs makes the
 model worse at ordinary Chinese questions, the guard set shows it, and a model that
-loses too much there is not promoted (see ``tasks.promotion``).
+loses too much there is not promoted (see ``tasks.registry.promotion``).
 
-What it holds (LlamaIndex ``EmbeddingQAFinetuneDataset`` JSON, ``tasks.qa_dataset``):
+What it holds (LlamaIndex ``EmbeddingQAFinetuneDataset`` JSON, ``tasks.core.qa_dataset``):
 
 * queries: the human-written questions of the last ``--n-passages`` CMRC passages of
   the file that are **not** in the sample PDFs (``data/pdf/sources.json``, matched by
   entry id and by the sha256 of the passage text);
 * corpus: every chunk of those passages, chunked like the pipeline
-  (``tasks.chunking.chunk_documents``, ``--chunk-size``/``--chunk-overlap``, 300/30);
-* relevant_docs: the chunk(s) that hold the whole marked answer span (the same rule as
-  ``bench/cmrc_human.py``, whose code builds it); questions whose answer crosses a chunk
-  border are dropped and counted.
+  (``tasks.chunks.chunking.chunk_documents``, ``--chunk-size``/``--chunk-overlap``, 300/30);
+* relevant_docs: the chunk(s) that hold the whole marked answer span
+  (``tasks.evaluation.squad``, the same code the benchmarks in ``bench/`` use); questions
+  whose answer crosses a chunk border are dropped and counted.
 
 Passages are taken from the END of the file because the sample PDFs take theirs from
-the start and ``bench/cmrc_human.py --n-passages N`` the first N: the guard set and
+the start and ``python -m bench.cmrc_human --n-passages N`` the first N: the guard set and
 the benchmark only share passages when N > (passages in the file) − (guard passages);
 ``sources.json`` lists the guard passages and the overlap rule.
 
@@ -38,14 +38,14 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Run as a script: the pipeline's chunking and the benchmark's answer-span rule live in
-# tasks/ and bench/, and the guard set must be built with exactly that code.
+# Run as a script: the pipeline's chunking and the answer-span rule live in tasks/, and
+# the guard set must be built with exactly that code.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.cmrc_human import Passage, build_documents, human_benchmark, load_cmrc  # noqa: E402
-from tasks.chunking import chunk_documents  # noqa: E402
-from tasks.fileio import sha256_file, sha256_text, write_json_atomic  # noqa: E402
+from tasks.chunks.chunking import chunk_documents  # noqa: E402
+from tasks.core.fileio import sha256_file, sha256_text, write_json_atomic  # noqa: E402
+from tasks.evaluation.squad import Passage, build_documents, human_benchmark, load_squad  # noqa: E402
 
 DEFAULT_JSON = REPO_ROOT.parent / "shared" / "data" / "cmrc2018_trial.json"
 DEFAULT_OUT = REPO_ROOT / "data" / "guard"
@@ -85,7 +85,7 @@ def build_guard_set(
     cmrc_json: Path, out_dir: Path, n_passages: int, chunk_size: int, chunk_overlap: int, pdf_sources: Path
 ) -> dict[str, Any]:
     """Write ``guard_dataset.json`` and ``sources.json`` to ``out_dir``; return the sources record."""
-    all_passages = load_cmrc(cmrc_json)
+    all_passages = load_squad(cmrc_json)
     excluded_ids, excluded_hashes = pdf_passage_keys(pdf_sources)
     passages = select_guard_passages(all_passages, n_passages, excluded_ids, excluded_hashes)
     chunks = chunk_documents(build_documents(passages), chunk_size, chunk_overlap)

@@ -1,7 +1,7 @@
 """Write data/pdf/human_questions.json: CMRC 2018's human questions about the sample PDFs.
 
 The flow evaluates base, champion and fine-tuned model on ``<pdf_dir>/human_questions.json``
-when it exists (``tasks.human_questions``; README, "Your own PDFs and your own questions"). For
+when it exists (``tasks.evaluation.human_questions``; README, "Your own PDFs and your own questions"). For
 the bundled sample PDFs this script makes that file from the data the PDFs were made of:
 
 * questions: every CMRC question about a passage typeset in the PDFs, in the order of
@@ -13,7 +13,7 @@ the bundled sample PDFs this script makes that file from the data the PDFs were 
   against 2 this way: SentenceSplitter cuts chunks at sentence ends, so a snippet that
   reaches into the next sentence often crosses a chunk border. CMRC's ``answer_start`` is
   sometimes off by a character or two; the answer is then searched for nearby
-  (``bench.cmrc_human.locate_answer``);
+  (``tasks.evaluation.squad.locate_answer``);
 * source: the PDF's file name.
 
 Usage (from the repository root)::
@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: reuse the benchmark's answer search
+if str(REPO_ROOT) not in sys.path:  # run as a script: reuse the pipeline's answer search
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.cmrc_human import Answer, locate_answer  # noqa: E402
-from tasks.fileio import sha256_file, write_json_atomic  # noqa: E402
+from tasks.core.fileio import sha256_file, write_json_atomic  # noqa: E402
+from tasks.evaluation.squad import Answer, locate_answer  # noqa: E402
 
 DEFAULT_JSON = REPO_ROOT.parent / "shared" / "data" / "cmrc2018_trial.json"
 DEFAULT_SOURCES = REPO_ROOT / "data" / "pdf" / "sources.json"

@@ -12,7 +12,7 @@ silently vanish from the PDF's text; ``sources.json`` lists them). The output is
 byte-for-byte reproducible (fixed creation date, deterministic font subset).
 
 After writing, a self-test reads every PDF back with pypdf, cleans each page with
-:func:`tasks.text_cleaning.clean_page_text`, and checks that every heading and
+:func:`tasks.documents.cleaning.clean_page_text`, and checks that every heading and
 passage comes back with at most whitespace differences, and that no file is over
 the size budget. The script exits non-zero when a check fails.
 
@@ -52,8 +52,8 @@ from fpdf import FPDF  # noqa: E402
 from fpdf.enums import Align, XPos, YPos  # noqa: E402
 from pypdf import PdfReader  # noqa: E402
 
-from tasks.fileio import write_bytes_atomic, write_json_atomic  # noqa: E402
-from tasks.text_cleaning import clean_page_text, is_cjk  # noqa: E402
+from tasks.core.fileio import write_bytes_atomic, write_json_atomic  # noqa: E402
+from tasks.documents.cleaning import clean_page_text, is_cjk  # noqa: E402
 
 log = logging.getLogger("make_sample_pdfs")
 

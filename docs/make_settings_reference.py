@@ -2,9 +2,9 @@
 
     .venv/bin/python docs/make_settings_reference.py     # rewrites docs/settings.md
 
-Every field of :class:`tasks.settings.Settings` becomes one row: its command-line flag
+Every field of :class:`tasks.core.settings.Settings` becomes one row: its command-line flag
 (taken from the parser ``python -m flows.finetune_bce`` builds), its environment variable,
-its default and its description. The PDF watcher's :class:`tasks.settings.WatchSettings`
+its default and its description. The PDF watcher's :class:`tasks.core.settings.WatchSettings`
 follows in a second table. ``tests/test_docs.py`` checks that docs/settings.md is what
 :func:`render` returns.
 """
@@ -26,7 +26,7 @@ OUTPUT = ROOT / "docs" / "settings.md"
 HEADER = """\
 # Settings reference
 
-Generated from `tasks/settings.py` by `docs/make_settings_reference.py`; do not edit by hand
+Generated from `tasks/core/settings.py` by `docs/make_settings_reference.py`; do not edit by hand
 (`tests/test_docs.py` fails when this file and the code disagree).
 
 Every setting can be given four ways. The first that is set wins:
@@ -35,6 +35,13 @@ Every setting can be given four ways. The first that is set wins:
 2. an environment variable `{prefix}<NAME>`;
 3. a TOML or JSON file passed with `--config FILE` (the names in the first column);
 4. the default.
+
+The **group** column says which stage reads a setting (`SETTING_GROUPS` in
+`tasks/core/settings.py`): changing it re-runs that stage and what depends on its output, and
+nothing else. `documents`: the documents stage; `chunking`: split and chunks; `generation`:
+questions (the LLM is asked again only for what its per-chunk cache has not seen);
+`models`: base-model; `training`: training; `evaluation` and `promotion`: the evaluations
+and the decision, which run every time; `paths`: where things are.
 
 The flow's one Prefect parameter is this model, so a deployment's `parameters.settings` and
 the Prefect UI's form use the same names. Lists (`interpolation_alphas`, `fusion_weights`)
@@ -62,7 +69,7 @@ to the long-running watcher, not to a training run. It also takes `--pdf-dir` an
 """
 
 
-# Fields tasks/settings.py leaves without a description; its own description wins once it has one.
+# Fields tasks/core/settings.py leaves without a description; its own description wins once it has one.
 FALLBACK_DESCRIPTIONS = {
     "llm_temperature": "Sampling temperature of the question writer (0: greedy, and then no retries with a new seed).",
     "llm_top_p": "Nucleus-sampling share of the question writer.",
@@ -120,16 +127,17 @@ def _flags() -> dict[str, list[str]]:
 
 def render() -> str:
     """The text of docs/settings.md."""
-    from tasks.settings import Settings, WatchSettings
+    from tasks.core.settings import SETTING_GROUPS, Settings, WatchSettings
 
     prefix = Settings.model_config["env_prefix"]
     flags = _flags()
-    lines = [HEADER.format(prefix=prefix), "| setting | flag | environment | default | description |",
-             "|---|---|---|---|---|"]
+    lines = [HEADER.format(prefix=prefix), "| setting | group | flag | environment | default | description |",
+             "|---|---|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         flag = " / ".join(f"`{f}`" for f in flags[name])
-        lines.append(f"| `{name}` | {flag} | `{prefix}{name.upper()}` | {_cell(_default(name, field.default))} | "
-                     f"{_cell(_description(name, field))} |")
+        groups = ", ".join(g for g, fields in SETTING_GROUPS.items() if name in fields)
+        lines.append(f"| `{name}` | {groups} | {flag} | `{prefix}{name.upper()}` | "
+                     f"{_cell(_default(name, field.default))} | {_cell(_description(name, field))} |")
 
     watch_prefix = WatchSettings.model_config["env_prefix"]
     lines += ["", WATCH_HEADER, "| setting | flag | environment | default | description |", "|---|---|---|---|---|"]

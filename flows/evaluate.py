@@ -20,11 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from tasks.settings import Settings
-
-
-class InputError(Exception):
-    """A bad argument: printed as one line, exit status 2."""
+from tasks.core.errors import PipelineError, UsageError
+from tasks.core.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,10 +63,10 @@ def check_models(models: list[str]) -> None:
     seen = set()
     for model in models:
         if model in seen:
-            raise InputError(f"--model {model} is given twice")
+            raise UsageError(f"--model {model} is given twice: give each model once")
         seen.add(model)
         if not Path(model).exists() and _looks_like_path(model):
-            raise InputError(f"model folder {model} does not exist")
+            raise UsageError(f"model folder {model} does not exist: give --model an existing folder or a model id")
 
 
 def _looks_like_path(model: str) -> bool:
@@ -88,27 +85,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from tasks.evaluation import evaluate_model
-    from tasks.fileio import write_json_atomic
-    from tasks.qa_dataset import DatasetFormatError, QADataset
-    from tasks.report import console_table
+    from tasks.evaluation.evaluate import evaluate_model
+    from tasks.core.fileio import write_json_atomic
+    from tasks.core.qa_dataset import QADataset
+    from tasks.reporting.tables import console_table
 
     try:
         if args.batch_size <= 0:
-            raise InputError(f"--batch-size must be positive, not {args.batch_size}")
+            raise UsageError(f"--batch-size must be positive, not {args.batch_size}")
         if not args.dataset.exists():
-            raise InputError(f"dataset file {args.dataset} does not exist")
+            raise UsageError(
+                f"dataset file {args.dataset} does not exist: give --dataset a dataset the pipeline "
+                "wrote, such as outputs/finetune_bce/val_dataset.json"
+            )
         if not args.dataset.is_file():
-            raise InputError(f"dataset {args.dataset} is not a file")
-        try:
-            dataset = QADataset.load(args.dataset)
-        except DatasetFormatError as e:
-            raise InputError(str(e)) from e
+            raise UsageError(f"dataset {args.dataset} is not a file: give --dataset the dataset's JSON file")
+        dataset = QADataset.load(args.dataset)
         n_questions = sum(1 for cids in dataset.relevant_docs.values() if cids)
         if not n_questions:
-            raise InputError(f"{args.dataset} has no questions with relevant chunks")
+            raise UsageError(
+                f"{args.dataset} has no questions with relevant chunks: nothing to evaluate on; give another --dataset"
+            )
         check_models(args.model)
-    except InputError as e:
+    except PipelineError as e:  # a bad argument or dataset file: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -4,7 +4,7 @@
     python -m flows.extract_pdfs --pdf-dir /srv/bce/pdf --output extracted.jsonl \
         --address tcp://dask-scheduler:8786          # an existing Dask cluster
 
-One Prefect task per PDF (``tasks.documents.read_pdf``: the same extraction and cleaning
+One Prefect task per PDF (``tasks.documents.reading.read_pdf``: the same extraction and cleaning
 as the pipeline's documents stage), mapped over prefect-dask's ``DaskTaskRunner``. The
 output is one JSON line per file: its path, content hash, page texts, or why it was
 skipped. This is the scale-out path for extraction; the fine-tuning flow's documents
@@ -25,8 +25,9 @@ from typing import Any
 
 from prefect import flow, task, unmapped
 
-from tasks.documents import PdfReadError, display_name, find_pdfs, read_pdf
-from tasks.fileio import sha256_file, write_jsonl_atomic
+from tasks.core.errors import PdfReadError
+from tasks.documents.reading import display_name, find_pdfs, read_pdf
+from tasks.core.fileio import sha256_file, write_jsonl_atomic
 
 
 @task(name="extract-pdf")
@@ -56,7 +57,10 @@ def dask_runner(workers: int = 2, address: str | None = None):
 
     Example::
 
-        >>> extract_pdfs.with_options(task_runner=dask_runner(4))(pdf_dir=Path("data/pdf"), output=Path("x.jsonl"))
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "pages.jsonl"
+        >>> extract_pdfs.with_options(task_runner=dask_runner(2))(pdf_dir=Path("data/pdf"), output=out)
+        {'files': 10, 'skipped': 0}
     """
     from prefect_dask import DaskTaskRunner
 

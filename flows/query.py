@@ -25,14 +25,11 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from tasks.settings import Settings
+from tasks.core.errors import PipelineError, UsageError
+from tasks.core.settings import Settings
 
 if TYPE_CHECKING:
     from tasks.retrieval.retriever import RetrieverSpec
-
-
-class QueryInputError(Exception):
-    """A bad argument or a missing model: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,11 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_model(model: str | None, output_dir: Path) -> tuple[str, str]:
     """(model path, where it came from): --model, else the champion, else the last run's base model."""
-    from tasks.registry import read_champion
+    from tasks.registry.runs import read_champion
 
     if model:
         if not (Path(model) / "modules.json").is_file():
-            raise QueryInputError(f"--model: {model} is not a sentence-transformers folder (no modules.json)")
+            raise UsageError(f"--model: {model} is not a sentence-transformers folder (no modules.json)")
         return str(model), "--model"
     champion = read_champion(output_dir)
     if champion is not None:
@@ -84,7 +81,7 @@ def resolve_model(model: str | None, output_dir: Path) -> tuple[str, str]:
         base = json.loads(summary.read_text(encoding="utf-8")).get("base_model", {}).get("path")
         if base and (Path(base) / "modules.json").is_file():
             return base, "no run promoted yet: the base model"
-    raise QueryInputError(
+    raise UsageError(
         f"no model to search with: {output_dir} has no promoted run (current.json) and no summary.json; "
         "run `python -m flows.finetune_bce` first or pass --model FOLDER"
     )
@@ -108,9 +105,9 @@ def resolve_retriever(choice: str, w_dense: float | None, recorded: dict | None)
     from tasks.retrieval.retriever import RetrieverSpec
 
     if w_dense is not None and not 0.0 <= w_dense <= 1.0:
-        raise QueryInputError(f"--w-dense must lie in [0, 1], got {w_dense}")
+        raise UsageError(f"--w-dense must lie in [0, 1], got {w_dense}")
     if w_dense is not None and choice != "hybrid":
-        raise QueryInputError("--w-dense goes with --retriever hybrid")
+        raise UsageError("--w-dense goes with --retriever hybrid")
     tokenizer = (recorded or {}).get("tokenizer", "char")
     if choice == "auto":
         if recorded:
@@ -127,10 +124,10 @@ def read_questions(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise QueryInputError(f"--questions: cannot read {path} ({e}); give a UTF-8 text file, one question a line")
+        raise UsageError(f"--questions: cannot read {path} ({e}); give a UTF-8 text file, one question a line")
     questions = [line.strip() for line in lines if line.strip()]
     if not questions:
-        raise QueryInputError(f"--questions: {path} has no question (one question a line)")
+        raise UsageError(f"--questions: {path} has no question (one question a line)")
     return questions
 
 
@@ -141,23 +138,23 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         if args.top_k < 1:
-            raise QueryInputError("--top-k must be at least 1")
+            raise UsageError("--top-k must be at least 1")
         if not Path(args.pdf_dir).is_dir():
-            raise QueryInputError(f"--pdf-dir: {args.pdf_dir} is not a folder")
+            raise UsageError(f"--pdf-dir: {args.pdf_dir} is not a folder")
         settings = Settings(pdf_dir=args.pdf_dir, output_dir=args.output_dir,
                             chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
                             chunk_by_section=args.chunk_by_section)
         if (args.question is None) == (args.questions is None):
-            raise QueryInputError("give a question or --questions FILE (one of the two)")
+            raise UsageError("give a question or --questions FILE (one of the two)")
         questions = read_questions(args.questions) if args.questions else [args.question]
         model, origin = resolve_model(args.model, Path(args.output_dir))
         retriever, retriever_origin = resolve_retriever(args.retriever, args.w_dense,
                                                         recorded_retriever(Path(args.output_dir), origin))
-    except (QueryInputError, ValueError) as e:
+    except (PipelineError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from tasks.query_index import Searcher, load_bm25, open_index
+    from tasks.retrieval.index import Searcher, load_bm25, open_index
 
     index, built, where = open_index(Path(args.pdf_dir), model, Path(args.output_dir) / "query_index", settings)
     searcher = Searcher(index, retriever, load_bm25(index, retriever))

@@ -20,11 +20,8 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from tasks.settings import Settings, load_config_file
-
-
-class SettingsError(ValueError):
-    """Settings that do not validate, explained one field per line."""
+from tasks.core.errors import SettingsError
+from tasks.core.settings import Settings, load_config_file
 
 
 def _flag(name: str) -> str:

@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from tasks.pdf_watch import PdfChanges, QuietTimer, diff_states, hash_pdfs, listing, load_state, save_state
-from tasks.settings import Settings, WatchSettings
+from tasks.documents.watch import PdfChanges, QuietTimer, diff_states, hash_pdfs, listing, load_state, save_state
+from tasks.core.settings import Settings, WatchSettings
 
 
 def default_state_file(output_dir: Path) -> Path:

@@ -62,7 +62,7 @@ def test_settings_reference_is_generated_from_the_settings_model():
 
 
 def test_settings_reference_names_every_field_flag_and_variable():
-    from tasks.settings import Settings
+    from tasks.core.settings import Settings
 
     text = (REPO / "docs" / "settings.md").read_text(encoding="utf-8")
     for name in Settings.model_fields:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.report import metric_value
+from tasks.reporting.tables import metric_value
 from tests.sample_pdfs import SAMPLES, first_page_pdf
 from tests.tiny_model import make_tiny_st_model
+
+pytestmark = pytest.mark.slow  # every test runs python -m flows.finetune_bce in a subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,14 +163,14 @@ def test_questions_written_by_people_are_reported(two_runs):
     assert set(human) == {"queries", "corpus", "relevant_docs", "mode"}
     val = json.loads((out / "val_dataset.json").read_text())
     assert set(human["corpus"]) == set(val["corpus"])  # every chunk, train and validation
-    found = summary["stages"]["human_questions"]
+    found = summary["stages"]["human-questions"]
     assert found["questions"] == summary["n_human_questions"]
     assert found["resolved"] == len(human["queries"]) > 0
     assert found["unresolved"] == found["questions"] - found["resolved"] >= 1
     assert "elsewhere" in [u["id"] for u in found["unresolved_questions"]]
-    for side in ("human_base", "human_finetuned"):
-        assert summary["stages"][side]["queries"] == found["resolved"]
-    assert second["stages"]["human_questions"]["cached"] is True
+    for side in ("base", "finetuned"):  # Prefect's task-run names
+        assert 0 <= summary["stages"][f"evaluate · human · {side}"]["ndcg_at_10"] <= 1
+    assert second["stages"]["human-questions"]["cached"] is True
 
     report = (out / "report.md").read_text()
     section = report.split("## Retrieval on questions written by people", 1)[1]
@@ -191,8 +193,8 @@ def test_model_folder_loads_offline_with_its_prompts(two_runs):
 def test_summary_counts_every_stage(two_runs):
     _, _, summary, _, _ = two_runs
     stages = summary["stages"]
-    for name in ("documents", "split", "chunks", "questions", "base_model", "training",
-                 "evaluate_base", "evaluate_finetuned"):
+    for name in ("documents", "split", "chunks", "questions", "base-model", "training",
+                 "evaluate · val · base", "evaluate · val · finetuned", "evaluate · guard · finetuned", "promotion"):
         assert name in stages and stages[name]["seconds"] >= 0, name
     assert stages["documents"]["files"] == 2 and stages["documents"]["skipped"] == 0
     assert stages["documents"]["pages"] == 2

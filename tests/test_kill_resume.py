@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.run_lock import LOCK_NAME
+from tasks.core.run_lock import LOCK_NAME
 from tests.sample_pdfs import SAMPLES, first_page_pdf
 from tests.tiny_model import make_tiny_st_model
 

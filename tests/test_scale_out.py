@@ -11,14 +11,15 @@ import pytest
 import yaml
 
 from flows.extract_pdfs import dask_runner, extract_pdfs
-from tasks.documents import find_pdfs, read_pdf
-from tasks.llm import make_writer
-from tasks.settings import Settings
-from tests.test_llm_backends import fake_vllm  # noqa: F401  (the fixture)
+from tasks.documents.reading import find_pdfs, read_pdf
+from tasks.questions.llm import make_writer
+from tasks.core.settings import Settings
+from tests.questions.test_llm_backends import fake_vllm  # noqa: F401  (the fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_dask_extraction_in_local_processes_matches_the_pipelines_reader(tmp_path):
     pdfs = find_pdfs(REPO / "data" / "pdf")[:3]
     folder = tmp_path / "pdfs"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test signals a subprocess running a flow
+
 psutil = pytest.importorskip("psutil")
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ same way (higher score first, then the lower chunk id).
 
 Example::
 
-    >>> from tasks.qa_dataset import QADataset
+    >>> from tasks.core.qa_dataset import QADataset
     >>> ds = QADataset(queries={"q1": "猫在哪？"}, corpus={"c1": "狗", "c2": "猫在山上"},
     ...                relevant_docs={"q1": ["c2"]})
     >>> import numpy as np
@@ -20,11 +20,12 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.qa_dataset import QADataset
+from tasks.core.qa_dataset import QADataset
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -35,6 +36,23 @@ PRECISION_RECALL_AT_K = [1, 3, 5, 10]
 MRR_AT_K = [10]
 NDCG_AT_K = [10]
 MAP_AT_K = [100]
+
+
+
+def metric_value(metrics: Mapping[str, float], key: str) -> float | None:
+    """``key`` (e.g. ``ndcg@10``) from ``metrics``, whatever similarity prefix it carries.
+
+    >>> metric_value({"cosine_ndcg@10": 0.7}, "ndcg@10")
+    0.7
+    """
+    if key in metrics:
+        return float(metrics[key])
+    if f"cosine_{key}" in metrics:
+        return float(metrics[f"cosine_{key}"])
+    for name, value in metrics.items():
+        if name.endswith(f"_{key}"):
+            return float(value)
+    return None
 
 
 def ir_evaluator(

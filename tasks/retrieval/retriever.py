@@ -115,7 +115,7 @@ def choose(grid: Mapping[str, Mapping[str, float]], specs: Sequence[RetrieverSpe
     Still tied (small validation sets tie often), the fusion nearest an even mix wins:
     it leans on neither ranking, where the tied extremes would bet everything on one.
     """
-    from tasks.report import metric_value
+    from tasks.retrieval.metrics import metric_value
 
     def key(spec: RetrieverSpec) -> tuple[float, float, float]:
         m = grid[spec.label]

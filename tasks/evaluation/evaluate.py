@@ -1,0 +1,144 @@
+"""Retrieval metrics of an embedding model on a question/chunk dataset.
+
+Every question is embedded with the model's ``query`` prompt, every chunk with its
+``document`` prompt, and the chunks are ranked by the model's similarity (cosine for
+all models here) with
+:class:`~sentence_transformers.sentence_transformer.evaluation.InformationRetrievalEvaluator`.
+The returned keys carry the similarity name but not the evaluation name, so the
+metrics of several models or datasets can be compared key by key.
+
+Example::
+
+    >>> from tasks.core.settings import Settings
+    >>> from tasks.models.base import prepare_base_model
+    >>> model = prepare_base_model(Settings(base_model="bundled:multilingual-e5-small")).path
+    >>> dataset = QADataset(queries={"q1": "袋鼠住在哪里？", "q2": "泡泡战士是谁开发的？"},
+    ...                     corpus={"c1": "尤金袋鼠分布在澳洲南部。", "c2": "泡泡战士由韩国Nexon开发。"},
+    ...                     relevant_docs={"q1": ["c1"], "q2": ["c2"]})
+    >>> metrics = evaluate_model(model, dataset)
+    >>> sorted(metrics)[:3]
+    ['cosine_accuracy@1', 'cosine_accuracy@10', 'cosine_accuracy@3']
+    >>> metrics["cosine_ndcg@10"]
+    1.0
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tasks.core.qa_dataset import QADataset
+from tasks.retrieval.retriever import RetrieverSpec
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_model(
+    model_path: str,
+    dataset: Path | QADataset,
+    batch_size: int = 32,
+    name: str = "val",
+    *,
+    trust_remote_code: bool = False,
+) -> dict[str, float]:
+    """Evaluate ``model_path`` on ``dataset`` and return ``{metric: value}``.
+
+    Args:
+        model_path: A sentence-transformers model folder or an id it can load.
+        dataset: A :class:`QADataset` or the path of its JSON file.
+        batch_size: Texts per encoding batch.
+        name: Name of the evaluation in logs; not part of the returned keys.
+        trust_remote_code: Let the model folder run its own code (see Settings).
+
+    Returns:
+        Keys like ``cosine_accuracy@1``, ``cosine_recall@10``, ``cosine_mrr@10``,
+        ``cosine_ndcg@10``, ``cosine_map@100``; values are floats in [0, 1].
+        Nothing is written to disk.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    if not isinstance(dataset, QADataset):
+        dataset = QADataset.load(Path(dataset))
+    model = SentenceTransformer(model_path, trust_remote_code=trust_remote_code)
+    return evaluate_loaded_model(model, dataset, batch_size=batch_size, name=name)
+
+
+def evaluate_loaded_model(
+    model: SentenceTransformer, dataset: QADataset, batch_size: int = 32, name: str = "val"
+) -> dict[str, float]:
+    """Like :func:`evaluate_model` for a model already in memory (e.g. right after training)."""
+    from tasks.retrieval.metrics import ir_evaluator
+
+    evaluator = ir_evaluator(
+        dataset, batch_size, name,
+        # Passed explicitly so what is prepended does not hang on encode_query's
+        # fallback rules (e.g. a default_prompt_name); empty prompts mean no prefix.
+        query_prompt=model.prompts.get("query") or None,
+        corpus_prompt=model.prompts.get("document") or None,
+    )
+    logger.info(
+        "evaluating on %d questions against %d chunks (%s)", len(evaluator.queries), len(evaluator.corpus), name
+    )
+    # output_path=None: the evaluator writes no CSV or predictions; this function is pure.
+    raw = evaluator(model, output_path=None)
+    prefix = f"{name}_" if name else ""
+    return {key.removeprefix(prefix): float(value) for key, value in raw.items()}
+
+
+def evaluate_retrievers(
+    model_path: str,
+    dataset: Path | QADataset,
+    specs: list[RetrieverSpec],
+    batch_size: int = 32,
+    name: str = "val",
+    *,
+    trust_remote_code: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Metrics of every retriever in ``specs`` built from ``model_path`` and BM25 over the
+    dataset's corpus: ``{spec.label: metrics}``.
+
+    The model embeds the questions and chunks once; BM25 (with the specs' tokenizer)
+    indexes the same chunks; every spec is a ranking of those two score matrices
+    (:func:`tasks.retrieval.retriever.combine`). The ``dense`` entry carries the
+    ``cosine_`` keys of :func:`evaluate_model`, with the same values.
+    """
+    from tasks.retrieval.retriever import score_grid
+
+    if not isinstance(dataset, QADataset):
+        dataset = QADataset.load(Path(dataset))
+    tokenizers = {s.tokenizer for s in specs}
+    if len(tokenizers) != 1:
+        raise ValueError(f"one BM25 tokenizer per evaluation, got {sorted(tokenizers)}")
+    evaluator, dense, lexical = retrieval_scores(model_path, dataset, tokenizers.pop(), batch_size, name,
+                                                 trust_remote_code=trust_remote_code)
+    logger.info("evaluating %d retrievers on %d questions against %d chunks (%s)",
+                len(specs), len(evaluator.queries), len(evaluator.corpus), name)
+    grid = score_grid(dataset, dense, lexical, specs, evaluator)
+    if "dense" in grid:  # the cosine_ keys every earlier table and metrics.json used
+        grid["dense"] = {k.replace("dense_", "cosine_", 1): v for k, v in grid["dense"].items()}
+    return grid
+
+
+def retrieval_scores(
+    model_path: str, dataset: QADataset, tokenizer: str = "char", batch_size: int = 32, name: str = "val",
+    *, trust_remote_code: bool = False,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(evaluator, dense scores, BM25 scores) of every question (rows, the evaluator's order)
+    against every chunk (columns, the corpus order): what every retriever is ranked from."""
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.retrieval.lexical import BM25Index
+    from tasks.retrieval.metrics import dense_scores, ir_evaluator
+
+    model = SentenceTransformer(model_path, trust_remote_code=trust_remote_code)
+    evaluator = ir_evaluator(dataset, batch_size, name, query_prompt=model.prompts.get("query") or None,
+                             corpus_prompt=model.prompts.get("document") or None)
+    dense = dense_scores(model, dataset, batch_size, evaluator)
+    lexical = BM25Index.build(evaluator.corpus_ids, evaluator.corpus, tokenizer).score_matrix(evaluator.queries)
+    return evaluator, dense, lexical

@@ -1,0 +1,225 @@
+"""How many threads llama.cpp gets, and how its idle threads wait, on a CPU others may share.
+
+llama.cpp splits each step of the model evenly over its threads and waits for the
+slowest one before the next step. A thread whose core is also running another
+program therefore holds all the others up, and with OpenMP's default wait policy the
+threads that wait spin, taking CPU from that other program in turn: on a 2-core
+laptop with one busy neighbour, generation gets several times slower. So, unless
+the user says otherwise:
+
+* **threads** = the cores this process may run on, less what other processes keep
+  busy on them right now (rounded, at least 1; never more than a container's CPU quota);
+* **passive wait**: ``OMP_WAIT_POLICY=PASSIVE`` is set before llama.cpp's OpenMP
+  runtime is loaded, so a thread with nothing to do sleeps instead of spinning.
+
+``llm_threads`` and ``OMP_WAIT_POLICY`` in the environment win over both choices.
+``llama_cpp, wait = import_llama_cpp(passive=True)`` imports llama.cpp and says in ``wait``
+which policy its threads got (``'passive wait'`` when this import set it).
+
+Example::
+
+    >>> choose_threads(cpus=2, busy_elsewhere=1.3)
+    ThreadChoice(threads=1, why='2 cores, 1.3 busy with other processes')
+    >>> describe(choose_threads(cpus=2, busy_elsewhere=1.3), describe_wait(None, passive=True, new_openmp=True))
+    'llm: 1 thread (2 cores, 1.3 busy with other processes), passive wait'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+__all__ = [
+    "ThreadChoice", "all_cores", "busy_elsewhere", "choose_threads", "cpu_quota", "describe", "describe_wait",
+    "import_llama_cpp", "parse_cpu_quota", "pick_threads",
+]
+
+# Long enough to see a neighbour that works in bursts, short next to loading the model.
+SAMPLE_S = 1.0
+# What OpenMP reads once, when its runtime is loaded with llama.cpp.
+WAIT_ENV = "OMP_WAIT_POLICY"
+# The wait policy llama.cpp was loaded with in this process (None: not loaded by us).
+_wait: str | None = None
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """How many threads llama.cpp gets, and why (for the run log)."""
+
+    threads: int
+    why: str
+
+
+def choose_threads(
+    cpus: int, busy_elsewhere: float, *, quota: float | None = None, explicit: int | None = None
+) -> ThreadChoice:
+    """Threads for llama.cpp: ``explicit`` if set, else the cores other processes leave free.
+
+    ``cpus``: cores this process may run on; ``busy_elsewhere``: how many of them other
+    processes keep busy (in cores); ``quota``: a container's CPU limit in cores, if any.
+    A core at least half free counts, since a thread that shares its core holds up the rest.
+
+    >>> choose_threads(4, 0.2).threads, choose_threads(4, 2.6).threads, choose_threads(2, 5.0).threads
+    (4, 1, 1)
+    >>> choose_threads(16, 0.0, quota=2.5).threads, choose_threads(2, 1.3, explicit=2).threads
+    (2, 2)
+    """
+    if explicit:
+        return ThreadChoice(explicit, f"llm_threads={explicit} set")
+    cpus = max(1, cpus)
+    busy = max(0.0, busy_elsewhere)
+    limit = cpus if quota is None else max(1, min(cpus, math.floor(quota)))
+    threads = max(1, min(limit, math.floor(cpus - busy + 0.5)))
+    why = f"{cpus} core{'s' * (cpus != 1)}, {busy:.1f} busy with other processes"
+    if quota is not None and quota < cpus:
+        why += f", CPU quota {quota:g}"
+    return ThreadChoice(threads, why)
+
+
+def describe(choice: ThreadChoice, wait: str) -> str:
+    """The run log's one line about it."""
+    return f"llm: {choice.threads} thread{'s' * (choice.threads != 1)} ({choice.why}), {wait}"
+
+
+def all_cores() -> int:
+    """Every core this process may run on (what llama.cpp got before it looked at the load)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_cpu_quota(cgroup_v2_max: str | None = None, v1_quota: str | None = None, v1_period: str | None = None) -> float | None:
+    """Cores allowed by a cgroup CPU limit (``docker --cpus``), from the files' text; None: no limit.
+
+    >>> parse_cpu_quota("200000 100000"), parse_cpu_quota("max 100000"), parse_cpu_quota(None, "50000", "100000")
+    (2.0, None, 0.5)
+    """
+    try:
+        if cgroup_v2_max is not None:
+            quota, period = cgroup_v2_max.split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        if v1_quota is not None and v1_period is not None:
+            q, p = int(v1_quota), int(v1_period)
+            return None if q <= 0 or p <= 0 else q / p
+    except ValueError:
+        return None
+    return None
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """This container's CPU limit in cores (cgroup v2 or v1), None when there is none or no cgroups."""
+
+    def read(*parts: str) -> str | None:
+        try:
+            return (root.joinpath(*parts)).read_text().strip()
+        except OSError:
+            return None
+
+    v2 = read("cpu.max")
+    if v2 is not None:
+        return parse_cpu_quota(v2)
+    return parse_cpu_quota(None, read("cpu", "cpu.cfs_quota_us"), read("cpu", "cpu.cfs_period_us"))
+
+
+def busy_elsewhere(sample_s: float = SAMPLE_S) -> tuple[float, str]:
+    """(Cores other processes keep busy, how it was measured).
+
+    CPU time spent on this process's cores over ``sample_s``, less this process's own.
+    Not the load average: its last minute counts this process's own earlier work (reading
+    PDFs) and, in a container, every other container on the host.
+    """
+    try:
+        import psutil  # installed with accelerate
+    except ImportError:
+        return _load_average_elsewhere()
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = None
+    before, own_before, started = _busy_seconds(psutil, cpus), time.process_time(), time.monotonic()
+    time.sleep(sample_s)
+    busy = _busy_seconds(psutil, cpus) - before
+    own = time.process_time() - own_before
+    return max(0.0, (busy - own) / (time.monotonic() - started)), "sampled"
+
+
+def _busy_seconds(psutil, cpus: list[int] | None) -> float:
+    per_cpu = psutil.cpu_times(percpu=True)
+    if cpus is not None:
+        per_cpu = [per_cpu[i] for i in cpus if i < len(per_cpu)]
+    # Waiting for the disk is idle for a thread that wants to compute; stolen time (a VM's) is not.
+    return sum(sum(t) - t.idle - getattr(t, "iowait", 0.0) for t in per_cpu)
+
+
+def _load_average_elsewhere() -> tuple[float, str]:
+    try:
+        return os.getloadavg()[0], "1-minute load average"
+    except (AttributeError, OSError):
+        return 0.0, "unknown, assumed idle"
+
+
+def pick_threads(explicit: int | None, sample_s: float = SAMPLE_S) -> ThreadChoice:
+    """:func:`choose_threads` for this machine, now (a short sample unless ``explicit``)."""
+    if explicit:
+        return choose_threads(all_cores(), 0.0, explicit=explicit)
+    busy, _ = busy_elsewhere(sample_s)
+    return choose_threads(all_cores(), busy, quota=cpu_quota())
+
+
+def import_llama_cpp(passive: bool) -> tuple[ModuleType, str]:
+    """``import llama_cpp``, its OpenMP threads told to sleep when idle; (module, the wait policy in words).
+
+    OpenMP reads ``OMP_WAIT_POLICY`` once, when its runtime is loaded with llama.cpp, so
+    the variable is set only around the first import and removed again: an OpenMP
+    runtime loaded later (PyTorch's, for training) keeps its own default.
+    """
+    global _wait
+    loaded = sys.modules.get("llama_cpp")
+    if loaded is not None:
+        return loaded, _wait or "OpenMP default wait (llama.cpp was loaded before the policy was set)"
+    user = os.environ.get(WAIT_ENV)
+    set_here = passive and not user
+    before = openmp_runtimes()
+    if set_here:
+        os.environ[WAIT_ENV] = "PASSIVE"
+    try:
+        import llama_cpp
+    finally:
+        if set_here:
+            os.environ.pop(WAIT_ENV, None)
+    after = openmp_runtimes()
+    _wait = describe_wait(user, passive, None if before is None or after is None else bool(after - before))
+    return llama_cpp, _wait
+
+
+def describe_wait(user: str | None, passive: bool, new_openmp: bool | None) -> str:
+    """The wait policy in words: set by the user, by us, or left alone.
+
+    ``new_openmp``: whether loading llama.cpp brought an OpenMP runtime (None: cannot tell).
+
+    >>> describe_wait(None, True, True), describe_wait("ACTIVE", True, True)
+    ('passive wait', 'OMP_WAIT_POLICY=ACTIVE from the environment')
+    """
+    if user:
+        return f"{WAIT_ENV}={user} from the environment"
+    if not passive:
+        return "OpenMP default wait (llm_passive_wait off)"
+    if new_openmp is False:
+        return "wait policy unchanged (llama.cpp loaded no new OpenMP runtime)"
+    return "passive wait"
+
+
+def openmp_runtimes() -> set[str] | None:
+    """Paths of the OpenMP runtimes mapped into this process (Linux), None where that cannot be read."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    names = ("libgomp", "libomp", "libiomp")
+    return {line.split()[-1] for line in maps.splitlines() if any(n in line.rsplit("/", 1)[-1] for n in names)}

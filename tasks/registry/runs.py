@@ -1,0 +1,162 @@
+"""Versioned runs and the champion pointer, inside a run's output folder.
+
+Layout under ``output_dir``::
+
+    runs/<run_id>/            one folder per distinct fine-tuned model, never overwritten
+        model/                a copy of the model as it was evaluated
+        run.json              id, model fingerprint, creation time
+        metrics.json, report.md, metrics.png, promotion.json, summary.json
+    current.json              the champion: {"run_id", "model_path": "runs/<id>/model", ...}
+    current -> runs/<id>/model   a relative symlink to the same, where the OS allows one
+
+``current.json`` is the source of truth (symlinks need privileges on Windows);
+``current`` is a convenience for ``SentenceTransformer("outputs/finetune_bce/current")``.
+Both are replaced atomically. A run folder is assembled under a hidden name and renamed
+into place, so ``runs/`` never shows half a run.
+
+Example::
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> (out / "model").mkdir()  # stands in for the sentence-transformers folder training wrote
+    >>> _ = (out / "model" / "modules.json").write_text("[]", encoding="utf-8")
+    >>> run_id = new_run_id(datetime(2026, 11, 27, 15, 1, 2), "ab12cd34ef")  # the flow passes now (UTC)
+    >>> register_run(out, run_id, out / "model", "ab12cd34ef", {"metrics.json": "{}"}).relative_to(out).as_posix()
+    'runs/20261127-150102-ab12cd34'
+    >>> set_champion(out, run_id, {"ndcg@10": 0.91})
+    >>> read_champion(out).model_path.relative_to(out).as_posix()
+    'runs/20261127-150102-ab12cd34/model'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.core.fileio import replace_folder, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+POINTER = "current.json"
+LINK = "current"
+RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class Champion:
+    run_id: str
+    model_path: Path
+    model_fingerprint: str | None
+
+
+def new_run_id(now: datetime, model_fingerprint: str) -> str:
+    """``YYYYmmdd-HHMMSS-<first 8 hex of the model fingerprint>``: sorts by time, names the model.
+
+    >>> new_run_id(datetime(2026, 11, 27, 15, 1, 2), "ab12cd34ef")
+    '20261127-150102-ab12cd34'
+    """
+    return f"{now:%Y%m%d-%H%M%S}-{model_fingerprint[:8]}"
+
+
+def run_dir(output_dir: Path, run_id: str) -> Path:
+    return Path(output_dir) / RUNS_DIR / run_id
+
+
+def find_run(output_dir: Path, model_fingerprint: str) -> str | None:
+    """Id of the registered run whose model has this fingerprint, if any."""
+    runs = Path(output_dir) / RUNS_DIR
+    if not runs.is_dir():
+        return None
+    for record in sorted(runs.glob(f"*/{RUN_RECORD}")):
+        try:
+            if json.loads(record.read_text(encoding="utf-8")).get("model_fingerprint") == model_fingerprint:
+                return record.parent.name
+        except (OSError, json.JSONDecodeError):
+            logger.warning("ignoring unreadable %s", record)
+    return None
+
+
+def register_run(
+    output_dir: Path,
+    run_id: str,
+    model_dir: Path,
+    model_fingerprint: str,
+    files: dict[str, str | bytes],
+    record: dict[str, Any] | None = None,
+) -> Path:
+    """Copy ``model_dir`` and write ``files`` into ``runs/<run_id>/``, all in one rename.
+
+    Copies, not hard links: a later run may rewrite the files of ``model_dir`` in place,
+    and a link would silently change the registered model with them.
+
+    Raises ``FileExistsError`` if the run folder exists: a run is never overwritten.
+    """
+    final = run_dir(output_dir, run_id)
+    if final.exists():
+        raise FileExistsError(f"{final} exists already; runs are never overwritten")
+    with replace_folder(final, if_exists="fail") as tmp:
+        shutil.copytree(model_dir, tmp / "model")
+        for name, content in files.items():
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            (tmp / name).write_bytes(data)
+        meta = {"run_id": run_id, "model_fingerprint": model_fingerprint, **(record or {})}
+        (tmp / RUN_RECORD).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return final
+
+
+def read_champion(output_dir: Path) -> Champion | None:
+    """The promoted run, or None if none was promoted or its model folder is gone (logged)."""
+    pointer = Path(output_dir) / POINTER
+    if not pointer.is_file():
+        return None
+    try:
+        data = json.loads(pointer.read_text(encoding="utf-8"))
+        model_path = Path(output_dir) / data["model_path"]
+        run_id = data["run_id"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        logger.warning("%s is unreadable (%s): treating this run as the first", pointer, e)
+        return None
+    if not (model_path / "modules.json").is_file():
+        logger.warning(
+            "the champion's model %s is missing: treating this run as the first (restore it or delete %s)",
+            model_path, pointer,
+        )
+        return None
+    return Champion(run_id=run_id, model_path=model_path, model_fingerprint=data.get("model_fingerprint"))
+
+
+def set_champion(output_dir: Path, run_id: str, info: dict[str, Any] | None = None) -> None:
+    """Point ``current.json`` (and the ``current`` symlink, where possible) at a registered run."""
+    output_dir = Path(output_dir)
+    model_rel = f"{RUNS_DIR}/{run_id}/model"
+    if not (output_dir / model_rel / "modules.json").is_file():
+        raise FileNotFoundError(f"{output_dir / model_rel} is not a registered model; register the run first")
+    record = json.loads((run_dir(output_dir, run_id) / RUN_RECORD).read_text(encoding="utf-8"))
+    write_json_atomic(
+        output_dir / POINTER,
+        {"run_id": run_id, "model_path": model_rel, "model_fingerprint": record.get("model_fingerprint"),
+         **(info or {})},
+    )
+    _point_link(output_dir / LINK, Path(model_rel))
+
+
+def _point_link(link: Path, target: Path) -> None:
+    tmp = link.parent / f".{link.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        os.symlink(target, tmp, target_is_directory=True)
+        os.replace(tmp, link)  # atomic on POSIX: readers see the old or the new champion
+    except OSError as e:  # Windows without the privilege, or a file system without links
+        tmp.unlink(missing_ok=True)
+        if link.is_symlink():
+            link.unlink()  # a stale link would name the previous champion
+        logger.info("no %s symlink (%s); %s names the champion", link, e, POINTER)
+
+

@@ -1,0 +1,175 @@
+"""Against forgetting: mix the fine-tuned weights with the base weights (LM-Cocktail).
+
+``α·tuned + (1−α)·base`` with a single α keeps part of what the base model knew about
+text outside the training documents. α is chosen on the validation set (domain) while a
+guard set (general questions) must not lose more than a margin against the base model.
+
+Example::
+
+    >>> import torch
+    >>> tuned, base = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    >>> mixed = interpolate_state_dicts(tuned.state_dict(), base.state_dict(), 0.5)
+    >>> torch.allclose(mixed["weight"], (tuned.weight + base.weight) / 2)
+    True
+    >>> choose_alpha([AlphaResult(0.0, 0.80, 0.90), AlphaResult(1.0, 0.86, 0.88)], margin=0.5).alpha
+    0.0
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlphaResult:
+    alpha: float
+    val_ndcg: float
+    guard_ndcg: float | None
+    """None when there is no guard set."""
+
+
+def interpolate_state_dicts(tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> dict[str, Any]:
+    """``alpha·tuned + (1−alpha)·base`` for every floating-point tensor; other entries
+    (integer buffers such as position ids) are taken from ``tuned``. Inputs are not changed.
+
+    >>> import torch
+    >>> interpolate_state_dicts({"w": torch.tensor([1.0])}, {"w": torch.tensor([3.0])}, 0.25)["w"]
+    tensor([2.5000])
+    """
+    _check_pair(tuned, base, alpha)
+    return {key: _mix(t, base[key], alpha) if t.is_floating_point() else t.clone() for key, t in tuned.items()}
+
+
+def load_interpolation(model: Any, tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> None:
+    """Write ``alpha·tuned + (1−alpha)·base`` into ``model``'s own weights, one tensor at a time.
+
+    The same numbers as ``model.load_state_dict(interpolate_state_dicts(tuned, base, alpha))``
+    without a third model-sized dict: only one weight's mix exists at a time. ``base`` may
+    live on another device (e.g. memory-mapped from disk on the CPU).
+
+    >>> import torch
+    >>> m = torch.nn.Linear(1, 1, bias=False)
+    >>> load_interpolation(m, {"weight": torch.tensor([[1.0]])}, {"weight": torch.tensor([[3.0]])}, 0.25)
+    >>> m.weight.data
+    tensor([[2.5000]])
+    """
+    import torch
+
+    _check_pair(tuned, base, alpha)
+    own = model.state_dict()  # tensors that share storage with the model's parameters and buffers
+    if own.keys() != tuned.keys():
+        only = sorted(set(own) ^ set(tuned))[:5]
+        raise ValueError(f"the model and the tuned weights differ (e.g. {only}): not the same architecture")
+    with torch.no_grad():
+        for key, dest in own.items():
+            t = tuned[key]
+            dest.copy_(_mix(t, base[key], alpha) if t.is_floating_point() else t)
+
+
+def _check_pair(tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> None:
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if tuned.keys() != base.keys():
+        only = sorted(set(tuned) ^ set(base))[:5]
+        raise ValueError(f"the two models have different weights (e.g. {only}): not the same architecture")
+    for key, t in tuned.items():
+        b = base[key]
+        if t.shape != b.shape:
+            raise ValueError(f"weight {key} has shape {tuple(t.shape)} in the tuned model, {tuple(b.shape)} in the base")
+
+
+def _mix(t: Any, b: Any, alpha: float) -> Any:
+    # One formula for both paths: the chosen α's weights must be bit-identical whichever wrote them.
+    return alpha * t + (1 - alpha) * b.to(device=t.device, dtype=t.dtype)
+
+
+def choose_alpha(results: Sequence[AlphaResult], margin: float) -> AlphaResult:
+    """The α with the best validation NDCG@10 among those that lose at most ``margin``
+    NDCG@10 points (×100) on the guard set against α = 0 (the base model).
+
+    α = 0 must be among ``results``; it always qualifies, so fine-tuning that hurts the
+    validation set or the guard set gives back the base model. Ties go to the larger α:
+    a small validation set often scores several α the same, and then it gives no reason
+    to undo training (the guard margin is what protects against forgetting). Without
+    guard scores only validation counts.
+
+    >>> rs = [AlphaResult(0.0, 0.80, 0.90), AlphaResult(0.5, 0.84, 0.898), AlphaResult(1.0, 0.86, 0.88)]
+    >>> choose_alpha(rs, margin=0.5).alpha
+    0.5
+    >>> choose_alpha(rs, margin=5).alpha
+    1.0
+    """
+    base = [r for r in results if r.alpha == 0]
+    if not base:
+        raise ValueError("results must include alpha 0 (the base model) to measure the guard loss against")
+    base_guard = base[0].guard_ndcg
+
+    def allowed(r: AlphaResult) -> bool:
+        if base_guard is None or r.guard_ndcg is None:
+            return True
+        # A hair of tolerance: 0.5 points computed from floats must not fail on rounding.
+        return 100 * (base_guard - r.guard_ndcg) <= margin + 1e-9
+
+    ok = [r for r in results if allowed(r)]
+    return max(ok, key=lambda r: (r.val_ndcg, r.alpha))
+
+
+def alpha_grid(alphas: Sequence[float]) -> list[float]:
+    """The αs to evaluate: the configured ones plus 0 (the base) and 1 (the tuned model), sorted.
+
+    >>> alpha_grid([0.5, 0.25])
+    [0.0, 0.25, 0.5, 1.0]
+    """
+    return sorted({0.0, 1.0, *(float(a) for a in alphas)})
+
+
+def interpolate_with_base(
+    model: Any,
+    base_state: Mapping[str, Any],
+    val: Any,
+    guard: Any | None,
+    alphas: Sequence[float],
+    margin: float,
+    batch_size: int = 32,
+) -> tuple[AlphaResult, list[AlphaResult]]:
+    """Evaluate ``α·model + (1−α)·base`` for every α of :func:`alpha_grid` on ``val`` (and
+    ``guard``), load the chosen one into ``model`` (a SentenceTransformer) and return it
+    with every α's result.
+
+    Memory: one copy of the tuned weights besides the model (each α is written into the
+    model in place); ``base_state`` can be memory-mapped from disk (``torch.load(...,
+    mmap=True)``) so that it need not be held in memory through training.
+
+    Example::
+
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from tasks.core.qa_dataset import QADataset
+        >>> from tasks.core.settings import Settings
+        >>> from tasks.models.base import prepare_base_model
+        >>> model = SentenceTransformer(prepare_base_model(Settings(base_model="bundled:multilingual-e5-small")).path)
+        >>> base = {k: v.clone() for k, v in model.state_dict().items()}  # here the "tuned" model is the base itself
+        >>> val = QADataset(queries={"q": "袋鼠住在哪里？"}, relevant_docs={"q": ["a"]},
+        ...                 corpus={"a": "尤金袋鼠分布在澳洲南部。", "b": "泡泡战士由韩国Nexon开发。"})
+        >>> chosen, rows = interpolate_with_base(model, base, val, None, [0.5], margin=0.5)
+        >>> [r.alpha for r in rows], chosen.alpha  # every α scores the same: ties go to the larger α
+        ([0.0, 0.5, 1.0], 1.0)
+    """
+    from tasks.evaluation.evaluate import evaluate_loaded_model
+
+    tuned_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    results: list[AlphaResult] = []
+    for a in alpha_grid(alphas):
+        load_interpolation(model, tuned_state, base_state, a)
+        v = evaluate_loaded_model(model, val, batch_size=batch_size, name="val")["cosine_ndcg@10"]
+        g = evaluate_loaded_model(model, guard, batch_size=batch_size, name="guard")["cosine_ndcg@10"] if guard is not None else None
+        results.append(AlphaResult(a, v, g))
+        logger.info("alpha %.2f: validation NDCG@10 %.4f, guard %s", a, v, "—" if g is None else f"{g:.4f}")
+    chosen = choose_alpha(results, margin)
+    load_interpolation(model, tuned_state, base_state, chosen.alpha)
+    logger.info("chose alpha %.2f", chosen.alpha)
+    return chosen, results

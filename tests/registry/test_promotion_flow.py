@@ -1,0 +1,129 @@
+"""Champion/challenger through the real flow: two runs into one output folder.
+
+Run A (a real fine-tune of the tiny model) beats the base model and is promoted; run B,
+trained with a learning rate that wrecks the model, is worse than A on the validation
+set: it is kept under runs/ and reported, and not promoted; A stays the champion and
+its registered model is untouched. Real PDFs, real tokenizer, real training and
+evaluation, the shipped guard set, Prefect for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.core.caching import model_fingerprint
+from tests.sample_pdfs import SAMPLES, first_page_pdf
+from tests.tiny_model import make_tiny_st_model
+
+pytestmark = pytest.mark.slow  # runs the whole flow in subprocesses
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _small_pdfs(folder: Path, n: int = 4) -> None:
+    folder.mkdir(parents=True)
+    for i, src in enumerate(SAMPLES[:n]):
+        first_page_pdf(src, folder / f"doc{i}.pdf")
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "flows.finetune_bce", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("promotion")
+    _small_pdfs(tmp / "pdfs")
+    tiny = make_tiny_st_model(tmp / "tiny-model")
+    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PYTHONUNBUFFERED": "1"}
+    common = [
+        "--pdf-dir", str(tmp / "pdfs"), "--output-dir", str(tmp / "out"), "--models-dir", str(tmp / "models"),
+        "--cache-dir", str(tmp / "cache"), "--base-model", str(tiny), "--llm-backend", "extractive",
+        "--chunk-size", "120", "--chunk-overlap", "10", "--batch-size", "4", "--warmup-steps", "0",
+        "--val-ratio", "0.5",
+        # A random tiny model's guard scores are noise: the guard rule is tested in test_promotion.py.
+        "--promotion-guard-margin", "100",
+    ]
+    out = tmp / "out"
+    a = _run([*common, "--epochs", "3", "--learning-rate", "1e-3"], env)
+    a_state = {
+        "metrics": json.loads((out / "metrics.json").read_text()),
+        "summary": json.loads((out / "summary.json").read_text()),
+        "current": json.loads((out / "current.json").read_text()) if (out / "current.json").is_file() else None,
+    }
+    b = _run([*common, "--epochs", "2", "--learning-rate", "0.5"], env)
+    return out, a, a_state, b
+
+
+def test_first_run_beats_the_base_model_and_is_promoted(two_runs):
+    out, a, state, _ = two_runs
+    promotion = state["summary"]["promotion"]
+    assert promotion["incumbent"] == "base model"
+    assert promotion["promote"] is True, promotion
+    assert promotion["val_gain_pts"] > 0
+    assert state["current"]["run_id"] == promotion["run_id"]
+    assert "promoted" in a.stdout and "guard set" in a.stdout
+    # metrics.json: the validation contract plus the guard set.
+    assert set(state["metrics"]) == {"bm25", "base", "finetuned", "shipped", "retriever", "guard"}
+    assert set(state["metrics"]["guard"]) == {"bm25", "base", "finetuned", "shipped"}
+    # The champion ships with the retriever chosen for it, and flows.query reads it from here.
+    assert state["current"]["retriever"]["label"] == state["metrics"]["retriever"]["label"]
+    assert state["metrics"]["retriever"]["model"] == "finetuned"
+    assert 0 <= state["metrics"]["guard"]["finetuned"]["cosine_ndcg@10"] <= 1
+
+
+def test_worse_second_run_is_kept_reported_and_not_promoted(two_runs):
+    out, _, state, b = two_runs
+    a_id = state["summary"]["promotion"]["run_id"]
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    promotion = summary["promotion"]
+    assert promotion["run_id"] != a_id
+    assert promotion["incumbent"] == f"champion (run {a_id})"
+    assert promotion["promote"] is False and promotion["val_gain_pts"] <= 0, promotion
+    assert promotion["champion"] == a_id
+    assert "not promoted" in b.stdout
+    # The champion was evaluated on this run's validation and guard sets, next to base and tuned.
+    assert list(metrics)[:4] == ["bm25", "base", "champion", "finetuned"]
+    assert set(metrics["guard"]) == {"bm25", "base", "champion", "finetuned", "shipped"}
+    # Not promoted: what is shipped is still the champion, with a retriever chosen for it.
+    assert metrics["retriever"]["model"] == "champion"
+    assert metrics["champion"] == state["metrics"]["finetuned"]  # same model, same questions
+    # Nothing was overwritten: both runs are kept, the pointer still names A.
+    runs = sorted(p.name for p in (out / "runs").iterdir() if not p.name.startswith("."))
+    assert runs == sorted([a_id, promotion["run_id"]])
+    current = json.loads((out / "current.json").read_text())
+    assert current["run_id"] == a_id and current["model_path"] == f"runs/{a_id}/model"
+    a_record = json.loads((out / "runs" / a_id / "run.json").read_text())
+    assert model_fingerprint(out / "runs" / a_id / "model") == a_record["model_fingerprint"]
+    assert model_fingerprint(out / "model") != a_record["model_fingerprint"]  # model/ is the latest run
+    if (out / "current").is_symlink():
+        assert (out / "current").resolve() == (out / "runs" / a_id / "model").resolve()
+
+
+def test_report_chart_and_model_card(two_runs):
+    out, _, _, _ = two_runs
+    report = (out / "report.md").read_text()
+    assert "## Retrieval on the guard set" in report
+    assert ("| metric | bm25 | base | champion | finetuned | shipped | finetuned vs base (pts) | "
+            "finetuned vs champion (pts) | shipped vs bm25 (pts) |") in report
+    assert "**not promoted**" in report and "![main metrics" in report
+    png = (out / "metrics.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    run_id = json.loads((out / "summary.json").read_text())["promotion"]["run_id"]
+    run_dir = out / "runs" / run_id
+    for name in ("metrics.json", "report.md", "metrics.png", "summary.json", "run.json", "model/modules.json"):
+        assert (run_dir / name).is_file(), name
+    card = (out / "model" / "README.md").read_text()
+    assert "<!-- bce-finetune:begin -->" in card and "Retrieval on the guard set" in card
+    assert f"Run `{run_id}`" in card and "learning_rate | 0.5" in card
+    assert card == (run_dir / "model" / "README.md").read_text()

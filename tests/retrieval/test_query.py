@@ -1,0 +1,246 @@
+"""`python -m flows.query` for real: two small PDFs, the tiny real model, a persisted
+LlamaIndex VectorStoreIndex, and the champion pointer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.query import main, resolve_model
+from tasks.registry.runs import register_run, set_champion
+from tasks.core.settings import Settings
+from tasks.core.caching import model_fingerprint
+from tests.sample_pdfs import SAMPLES, first_page_pdf
+from tests.tiny_model import make_tiny_st_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("query")
+    pdfs = tmp / "pdfs"
+    (pdfs / "sub").mkdir(parents=True)
+    for src, dest in ((SAMPLES[0], pdfs / "a.pdf"), (SAMPLES[1], pdfs / "sub" / "b.pdf")):
+        first_page_pdf(src, dest)
+    return tmp, pdfs, make_tiny_st_model(tmp / "tiny")
+
+
+def _query(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().out
+
+
+def test_builds_persists_then_loads_and_prints_file_and_page(setup, capsys):
+    tmp, pdfs, tiny = setup
+    out = tmp / "out-a"
+    args = ["尤金袋鼠分布在哪里？", "--top-k", "3", "--model", str(tiny), "--pdf-dir", str(pdfs),
+            "--output-dir", str(out), "--chunk-size", "120", "--chunk-overlap", "10"]
+    code, first = _query(capsys, *args)
+    assert code == 0
+    assert "built now" in first
+    hits = [line for line in first.splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert len(hits) == 3
+    assert all(("a.pdf" in h or "sub/b.pdf" in h) and "p.1" in h for h in hits)
+    folders = list((out / "query_index").iterdir())
+    assert len(folders) == 1 and (folders[0] / "docstore.json").is_file()
+
+    code, second = _query(capsys, *args)
+    assert code == 0 and "(loaded)" in second
+    assert [line for line in second.splitlines() if line[:2] in ("1.", "2.", "3.")] == hits
+
+    # Another model means other vectors: a new index, the old one kept.
+    other = make_tiny_st_model(tmp / "tiny-other", seed=1)
+    code, third = _query(capsys, *[a if a != str(tiny) else str(other) for a in args])
+    assert code == 0 and "built now" in third
+    assert len(list((out / "query_index").iterdir())) == 2
+
+
+def test_a_chunks_own_text_finds_that_chunk_first(setup):
+    from tasks.retrieval.index import open_index, search
+
+    tmp, pdfs, tiny = setup
+    settings = Settings(chunk_size=120, chunk_overlap=10)
+    index, _, _ = open_index(pdfs, str(tiny), tmp / "out-b" / "query_index", settings)
+    nodes = list(index.docstore.docs.values())
+    assert len(nodes) >= 4
+    target = nodes[len(nodes) // 2]
+    top = search(index, target.get_content(), top_k=2)
+    assert top[0].chunk_id == target.node_id
+    assert top[0].score >= top[1].score
+    assert {h.file for h in search(index, "袋鼠", top_k=len(nodes))} == {"a.pdf", "sub/b.pdf"}
+
+
+def test_adapter_uses_the_models_query_and_document_prompts(setup):
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.models.st_embedding import SentenceTransformerEmbedding
+
+    _, _, tiny = setup
+    embed = SentenceTransformerEmbedding(str(tiny))
+    model = SentenceTransformer(str(tiny))
+    text = "尤金袋鼠分布在澳洲南部岛屿。"
+    q = np.array(embed.get_query_embedding(text))
+    d = np.array(embed.get_text_embedding(text))
+    assert np.allclose(q, model.encode_query([text], normalize_embeddings=True)[0], atol=1e-5)
+    assert np.allclose(d, model.encode_document([text], normalize_embeddings=True)[0], atol=1e-5)
+    assert not np.allclose(q, d, atol=1e-4)  # "query: " and "passage: " differ
+    assert abs(np.linalg.norm(q) - 1) < 1e-5
+
+
+def test_default_model_is_the_champion_then_the_base_model(setup, tmp_path):
+    _, _, tiny = setup
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="no promoted run"):
+        resolve_model(None, out)
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"base_model": {"path": str(tiny)}}))
+    assert resolve_model(None, out) == (str(tiny), "no run promoted yet: the base model")
+    register_run(out, "r1", tiny, model_fingerprint(tiny), files={})
+    set_champion(out, "r1")
+    path, origin = resolve_model(None, out)
+    assert Path(path) == out / "runs" / "r1" / "model" and origin == "champion, run r1"
+
+
+@pytest.mark.slow
+def test_command_line_entry_point(setup):
+    tmp, pdfs, tiny = setup
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.query", "泡泡战士是什么？", "--top-k", "1", "--model", str(tiny),
+         "--pdf-dir", str(pdfs), "--output-dir", str(tmp / "out-cli")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1. " in proc.stdout and "p.1" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "flows.query", "x", "--pdf-dir", str(tmp / "nope")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--pdf-dir" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_section_chunking_builds_its_own_index_of_headed_chunks(setup):
+    from tasks.retrieval.index import index_key, open_index
+
+    tmp, pdfs, tiny = setup
+    plain = Settings(chunk_size=120, chunk_overlap=10)
+    by_section = Settings(chunk_size=120, chunk_overlap=10, chunk_by_section=True)
+    assert index_key("m", [("a.pdf", "x")], plain) != index_key("m", [("a.pdf", "x")], by_section)
+    index, built, _ = open_index(pdfs, str(tiny), tmp / "out-sections" / "query_index", by_section)
+    assert built
+    texts = [n.get_content() for n in index.docstore.docs.values()]
+    # The sample PDFs put each CMRC article under its title: section chunks start with one.
+    assert sum(t.split("\n", 1)[0] in ("泡泡战士", "尤金袋鼠", "松平康忠") for t in texts) >= len(texts) // 2
+
+
+# --- the shipped retriever: BM25 and hybrid search, batch questions ----------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory, setup):
+    """The query index over all the sample PDFs, and the questions people wrote about them
+    matched to the same chunks (the pipeline's reading and chunking)."""
+    from tasks.chunks.chunking import chunk_documents
+    from tasks.documents.reading import load_documents
+    from tasks.evaluation.human_questions import load_human_questions, resolve_questions
+    from tasks.retrieval.index import open_index
+
+    _, _, tiny = setup
+    settings = Settings()
+    index, _, where = open_index(REPO / "data" / "pdf", str(tiny), tmp_path_factory.mktemp("sample") / "qi", settings)
+    chunks = chunk_documents(load_documents(REPO / "data" / "pdf").documents, settings.chunk_size,
+                             settings.chunk_overlap)
+    dataset = resolve_questions(load_human_questions(REPO / "data" / "pdf" / "human_questions.json"), chunks).dataset
+    return index, where, dataset, tiny
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["bm25", "dense", "hybrid", "rrf"])
+def test_query_ranks_exactly_as_the_evaluation(sample_index, spec):
+    """What is measured is what is searched: the top 10 of every question, and so every metric."""
+    from tasks.evaluation.evaluate import evaluate_retrievers, retrieval_scores
+    from tasks.retrieval.index import Searcher, load_bm25
+    from tasks.retrieval.retriever import RetrieverSpec, combine
+
+    index, _, dataset, tiny = sample_index
+    retriever = RetrieverSpec.hybrid(0.4) if spec == "hybrid" else RetrieverSpec(spec)
+    evaluator, dense, lexical = retrieval_scores(str(tiny), dataset)
+    evaluated = combine(retriever, dense, lexical)
+    expected = [[evaluator.corpus_ids[i] for i in sorted(range(len(row)), key=lambda i: (-row[i], evaluator.corpus_ids[i]))[:10]]
+                for row in evaluated]
+
+    searcher = Searcher(index, retriever, load_bm25(index, retriever))
+    assert searcher.bm25 is not None or spec == "dense"
+    found = [[h.chunk_id for h in hits] for hits in searcher.search_many(evaluator.queries, top_k=10)]
+    assert found == expected
+
+    # And so the metric the run reported is the metric of what flows.query returns.
+    from tasks.retrieval.metrics import metrics_from_scores
+
+    columns = [searcher.chunk_ids.index(c) for c in evaluator.corpus_ids]
+    served = metrics_from_scores(dataset, searcher.scores(evaluator.queries)[:, columns], retriever.kind, evaluator)
+    reported = evaluate_retrievers(str(tiny), dataset, [retriever])[retriever.label]
+    key = "cosine_ndcg@10" if spec == "dense" else f"{retriever.kind}_ndcg@10"
+    assert served[f"{retriever.kind}_ndcg@10"] == pytest.approx(reported[key], abs=1e-9)
+
+
+def test_questions_file_prints_one_json_line_per_question_after_one_load(setup, sample_index, tmp_path, capsys,
+                                                                         monkeypatch):
+    import tasks.retrieval.index as qi
+
+    _, where, dataset, tiny = sample_index
+    questions = list(dataset.queries.values())[:5]
+    file = tmp_path / "questions.txt"
+    file.write_text("\n".join(questions) + "\n\n", encoding="utf-8")
+    loads = []
+    real_open = qi.open_index
+    monkeypatch.setattr(qi, "open_index", lambda *a, **k: loads.append(a) or real_open(*a, **k))
+    out = where.parent.parent  # the output folder whose query_index/ holds the sample index
+    code = main(["--questions", str(file), "--top-k", "3", "--json", "--model", str(tiny), "--retriever", "hybrid",
+                 "--w-dense", "0.3", "--output-dir", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0 and len(loads) == 1
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [line["question"] for line in lines] == questions
+    texts = {c: t for c, t in dataset.corpus.items()}
+    for line in lines:
+        assert len(line["results"]) == 3
+        for r in line["results"]:
+            assert r["text"] == texts[r["chunk_id"]]  # the whole chunk, not a snippet
+            assert r["source"].endswith(".pdf") and r["page"] >= 1 and isinstance(r["score"], float)
+    assert "z-score fusion with dense weight 0.3" in captured.err
+
+
+def test_auto_retriever_is_the_one_the_champion_was_shipped_with(setup, tmp_path, capsys):
+    from flows.query import recorded_retriever, resolve_retriever
+
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    register_run(out, "r1", tiny, model_fingerprint(tiny), files={})
+    set_champion(out, "r1", {"retriever": {"kind": "hybrid", "w_dense": 0.6, "tokenizer": "char"}})
+    spec, origin = resolve_retriever("auto", None, recorded_retriever(out, "champion, run r1"))
+    assert (spec.kind, spec.w_dense) == ("hybrid", 0.6) and "validation" in origin
+    code, printed = _query(capsys, "袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "120",
+                           "--chunk-overlap", "10")
+    assert code == 0 and "dense weight 0.6" in printed
+    # Without a record the model alone, as before.
+    assert resolve_retriever("auto", None, None)[0].kind == "dense"
+
+
+def test_bad_batch_arguments_are_one_line_errors(setup, tmp_path, capsys):
+    _, pdfs, tiny = setup
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n", encoding="utf-8")
+    for args, message in (
+        (["--model", str(tiny)], "give a question or --questions FILE"),
+        (["q", "--questions", str(empty), "--model", str(tiny)], "one of the two"),
+        (["--questions", str(empty), "--model", str(tiny)], "has no question"),
+        (["--questions", str(tmp_path / "nope.txt"), "--model", str(tiny)], "cannot read"),
+        (["q", "--model", str(tiny), "--w-dense", "0.5"], "--w-dense goes with --retriever hybrid"),
+        (["q", "--model", str(tiny), "--retriever", "hybrid", "--w-dense", "2"], "must lie in [0, 1]"),
+    ):
+        assert main([*args, "--pdf-dir", str(pdfs), "--output-dir", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err

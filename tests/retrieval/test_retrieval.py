@@ -1,0 +1,146 @@
+"""BM25, fusion and the retriever choice: real tokenizers, a real BM25 index over the
+sample PDFs' chunks and the questions people wrote about them, and a real (tiny) model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.evaluation.evaluate import evaluate_model, evaluate_retrievers
+from tasks.reporting.tables import metric_value
+from tasks.retrieval.fusion import ranks, rrf_fusion, standardize, zscore_fusion
+from tasks.retrieval.lexical import BM25Index, tokenize
+from tasks.retrieval.metrics import metrics_from_scores
+from tasks.retrieval.retriever import RetrieverSpec, candidates, choose, combine, score_grid
+from tests.evaluation.test_evaluation import qa_dataset
+from tests.tiny_model import make_tiny_st_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sample_human_dataset():
+    """The sample PDFs' chunks (the pipeline's own reading and chunking) and the questions
+    people wrote about them, matched to their chunks."""
+    from tasks.chunks.chunking import chunk_documents
+    from tasks.documents.reading import load_documents
+    from tasks.evaluation.human_questions import load_human_questions, resolve_questions
+
+    docs = load_documents(REPO / "data" / "pdf").documents
+    chunks = chunk_documents(docs, 300, 30)
+    resolved = resolve_questions(load_human_questions(REPO / "data" / "pdf" / "human_questions.json"), chunks)
+    assert resolved.n_resolved > 100
+    return resolved.dataset
+
+
+# --- tokenizers ---------------------------------------------------------------------------
+
+
+def test_char_tokens_are_characters_bigrams_and_latin_words():
+    assert tokenize("合同A1，到期！") == ["合", "同", "合同", "a1", "到", "期", "到期"]
+    assert tokenize("，。！？  ") == []
+
+
+def test_jieba_tokens_are_words_without_punctuation():
+    tokens = tokenize("原告于2019年向法院起诉。", "jieba")
+    assert "原告" in tokens and "法院" in tokens and "起诉" in tokens
+    assert all(t.strip("，。") for t in tokens)
+
+
+def test_unknown_tokenizer_names_the_choices():
+    with pytest.raises(ValueError, match="char, jieba"):
+        tokenize("文本", "whitespace")
+
+
+# --- BM25 over real chunks -----------------------------------------------------------------------
+
+
+def test_bm25_on_the_sample_pdfs_finds_what_people_asked(sample_human_dataset):
+    ds = sample_human_dataset
+    qids = [q for q in ds.queries if ds.relevant_docs.get(q)]
+    index = BM25Index.build(list(ds.corpus), list(ds.corpus.values()))
+    m = metrics_from_scores(ds, index.score_matrix([ds.queries[q] for q in qids]), "bm25")
+    # A keyword index is a strong baseline on questions that reuse the text's words; a
+    # broken tokenizer or a misaligned score matrix falls far below this.
+    assert m["bm25_ndcg@10"] > 0.8
+    assert m["bm25_accuracy@10"] > 0.9
+
+
+def test_bm25_index_round_trips_and_scores_unknown_words_as_zero(tmp_path, sample_human_dataset):
+    ds = sample_human_dataset
+    index = BM25Index.build(list(ds.corpus), list(ds.corpus.values()))
+    index.save(tmp_path / "bm25")
+    loaded = BM25Index.load(tmp_path / "bm25")
+    question = next(iter(ds.queries.values()))
+    assert loaded.chunk_ids == index.chunk_ids
+    np.testing.assert_array_equal(loaded.scores(question), index.scores(question))
+    assert not index.scores("？！").any() and not index.scores("xyzzy").any()
+
+
+def test_bm25_refuses_an_empty_corpus():
+    with pytest.raises(ValueError, match="no chunks"):
+        BM25Index.build([], [])
+
+
+# --- fusion ------------------------------------------------------------------------------------
+
+
+def test_fusion_extremes_rank_like_each_side():
+    rng = np.random.default_rng(0)
+    dense, lexical = rng.random((5, 20)), rng.random((5, 20)) * 30
+    np.testing.assert_array_equal(ranks(zscore_fusion(dense, lexical, 1.0)), ranks(dense))
+    np.testing.assert_array_equal(ranks(zscore_fusion(dense, lexical, 0.0)), ranks(lexical))
+    mixed = zscore_fusion(dense, lexical, 0.5)
+    assert not np.array_equal(ranks(mixed), ranks(dense)) and not np.array_equal(ranks(mixed), ranks(lexical))
+
+
+def test_a_row_of_ties_standardizes_to_zero_and_rrf_rewards_agreement():
+    assert not standardize(np.array([[3.0, 3.0, 3.0]])).any()
+    fused = rrf_fusion(np.array([[0.9, 0.5, 0.1]]), np.array([[2.0, 9.0, 0.0]]))
+    assert fused[0].argmin() == 2  # last in both rankings
+
+
+# --- the retriever grid and its choice --------------------------------------------------------
+
+
+def test_every_row_counts_like_the_dense_evaluator(tmp_path):
+    """The dense row of the grid is the evaluate stage's old number, key by key."""
+    tiny = make_tiny_st_model(tmp_path / "tiny")
+    ds = qa_dataset()
+    grid = evaluate_retrievers(str(tiny), ds, candidates([0.5]), batch_size=4)
+    assert list(grid) == ["bm25", "hybrid w=0.5", "dense", "rrf"]
+    reference = evaluate_model(str(tiny), ds, batch_size=4)
+    assert grid["dense"].keys() == reference.keys()
+    for key, value in reference.items():
+        assert grid["dense"][key] == pytest.approx(value, abs=1e-9), key
+    # BM25 counts the same way: the hand-made dataset's questions reuse their chunk's words.
+    assert metric_value(grid["bm25"], "accuracy@1") >= 4 / 6
+
+
+def test_combine_refuses_missing_scores():
+    with pytest.raises(ValueError, match="BM25"):
+        combine(RetrieverSpec.hybrid(0.5), np.zeros((1, 2)), None)
+    with pytest.raises(ValueError, match="dense"):
+        combine(RetrieverSpec("dense"), None, np.zeros((1, 2)))
+
+
+def test_choice_takes_the_best_and_breaks_ties_toward_an_even_mix():
+    specs = candidates([0.2, 0.5, 0.8])
+    flat = {s.label: {"ndcg@10": 0.8, "mrr@10": 0.7} for s in specs}
+    assert choose(flat, specs).label == "hybrid w=0.5"
+    assert choose({**flat, "bm25": {"ndcg@10": 0.81, "mrr@10": 0.1}}, specs).label == "bm25"
+    assert choose({**flat, "dense": {"ndcg@10": 0.8, "mrr@10": 0.71}}, specs).label == "dense"
+
+
+def test_grid_on_real_chunks_fuses_bm25_and_scores(sample_human_dataset):
+    ds = sample_human_dataset
+    qids = [q for q in ds.queries if ds.relevant_docs.get(q)]
+    lexical = BM25Index.build(list(ds.corpus), list(ds.corpus.values())).score_matrix([ds.queries[q] for q in qids])
+    noise = np.random.default_rng(1).random(lexical.shape)  # a dense model that knows nothing
+    grid = score_grid(ds, noise, lexical, candidates([0.1, 0.9]))
+    ndcg = {k: metric_value(v, "ndcg@10") for k, v in grid.items()}
+    # The more weight on a dense model that knows nothing, the worse; BM25's share carries it.
+    assert min(ndcg["bm25"], ndcg["hybrid w=0.1"]) > ndcg["hybrid w=0.9"] > ndcg["dense"]
+    assert choose(grid, candidates([0.1, 0.9])).label in ("bm25", "hybrid w=0.1")

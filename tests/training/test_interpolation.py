@@ -1,0 +1,84 @@
+"""Weight interpolation with the base model and the choice of α (tasks/training/interpolation.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.training.interpolation import AlphaResult, alpha_grid, choose_alpha, interpolate_state_dicts, load_interpolation
+
+
+def test_interpolation_mixes_float_weights_and_keeps_integer_buffers() -> None:
+    tuned = {"w": torch.tensor([1.0, 2.0]), "ids": torch.tensor([0, 1, 2])}
+    base = {"w": torch.tensor([3.0, 6.0]), "ids": torch.tensor([5, 5, 5])}
+    mixed = interpolate_state_dicts(tuned, base, 0.25)
+    assert torch.allclose(mixed["w"], torch.tensor([2.5, 5.0]))
+    assert mixed["ids"].tolist() == [0, 1, 2]
+    assert torch.equal(interpolate_state_dicts(tuned, base, 1.0)["w"], tuned["w"])
+    assert torch.equal(interpolate_state_dicts(tuned, base, 0.0)["w"], base["w"])
+    # Pure: the inputs are not changed.
+    assert tuned["w"].tolist() == [1.0, 2.0] and base["w"].tolist() == [3.0, 6.0]
+
+
+def test_interpolation_refuses_other_architectures_and_bad_alpha() -> None:
+    w = {"w": torch.zeros(2)}
+    with pytest.raises(ValueError, match="different weights"):
+        interpolate_state_dicts(w, {"v": torch.zeros(2)}, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        interpolate_state_dicts(w, {"w": torch.zeros(3)}, 0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        interpolate_state_dicts(w, w, 1.5)
+
+
+def test_mixing_in_place_gives_the_same_bits_as_loading_a_mixed_state_dict() -> None:
+    torch.manual_seed(0)
+    tuned_model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.LayerNorm(5), torch.nn.Embedding(11, 5))
+    tuned_model.register_buffer("ids", torch.arange(3))
+    tuned = {k: v.clone() for k, v in tuned_model.state_dict().items()}
+    base = {k: torch.randn_like(v) if v.is_floating_point() else v + 7 for k, v in tuned.items()}
+    for alpha in (0.0, 0.3, 0.6, 1.0):
+        expected = interpolate_state_dicts(tuned, base, alpha)
+        load_interpolation(tuned_model, tuned, base, alpha)
+        got = tuned_model.state_dict()
+        assert all(torch.equal(got[k], expected[k]) for k in expected), alpha
+        assert got["ids"].tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="different weights"):
+        load_interpolation(tuned_model, tuned, {k: v for k, v in base.items() if k != "ids"}, 0.5)
+    with pytest.raises(ValueError, match="the model and the tuned weights differ"):
+        load_interpolation(torch.nn.Linear(7, 5), tuned, base, 0.5)
+
+
+RESULTS = [
+    AlphaResult(0.0, 0.800, 0.900),
+    AlphaResult(0.25, 0.820, 0.899),
+    AlphaResult(0.5, 0.840, 0.896),  # loses 0.4 points on the guard
+    AlphaResult(0.75, 0.850, 0.893),  # loses 0.7
+    AlphaResult(1.0, 0.860, 0.880),  # loses 2.0
+]
+
+
+def test_choose_alpha_takes_the_best_validation_within_the_guard_margin() -> None:
+    assert choose_alpha(RESULTS, margin=0.5).alpha == 0.5
+    assert choose_alpha(RESULTS, margin=1.0).alpha == 0.75
+    assert choose_alpha(RESULTS, margin=2.0).alpha == 1.0
+    assert choose_alpha(RESULTS, margin=0.0).alpha == 0.0
+
+
+def test_choose_alpha_falls_back_to_the_base_when_tuning_hurts_validation() -> None:
+    worse = [AlphaResult(0.0, 0.80, 0.9), AlphaResult(0.5, 0.79, 0.9), AlphaResult(1.0, 0.70, 0.9)]
+    assert choose_alpha(worse, margin=0.5).alpha == 0.0
+
+
+def test_choose_alpha_breaks_ties_towards_the_tuned_model_and_works_without_guard() -> None:
+    tie = [AlphaResult(0.0, 0.8, None), AlphaResult(0.5, 0.9, None), AlphaResult(1.0, 0.9, None)]
+    assert choose_alpha(tie, margin=0.0).alpha == 1.0
+    # …but never past the guard margin.
+    guarded = [AlphaResult(0.0, 0.9, 0.90), AlphaResult(0.5, 0.9, 0.899), AlphaResult(1.0, 0.9, 0.88)]
+    assert choose_alpha(guarded, margin=0.5).alpha == 0.5
+    with pytest.raises(ValueError, match="alpha 0"):
+        choose_alpha(RESULTS[1:], margin=0.5)
+
+
+def test_alpha_grid_always_has_the_base_and_the_tuned_model() -> None:
+    assert alpha_grid([]) == [0.0, 1.0]
+    assert alpha_grid([0.75, 0.5, 1.0]) == [0.0, 0.5, 0.75, 1.0]
