@@ -57,6 +57,9 @@ def human_questions(questions_path: Path, chunks_path: Path, out_path: Path) -> 
     out_path = Path(out_path)
     for u in result.unresolved:
         stage_logger().info("human question %s not used: %s", u["id"], u["reason"])
+    if result.unresolved:
+        stage_logger().warning("%d of %d questions in %s were not found in the chunks (summary.json lists them)",
+                               len(result.unresolved), result.n_questions, questions_path)
     if result.n_resolved:
         result.dataset.save(out_path)
     else:
