@@ -88,8 +88,11 @@ def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dic
     for label, spec_label in ((f"{model_label} (dense)", "dense"), (f"{model_label} + BM25, {best.label}", best.label),
                               (f"{model_label} + BM25, RRF", "rrf")):
         rows.append({"row": label, **{name: grid[spec_label] for name, grid in grids.items()}})
+    # Every candidate on the human questions too: how far the validation choice lands from the best one.
     choice = {"model": model_label, "hybrid_weight": best.w_dense, "shipped": shipped.label,
-              "val_ndcg@10": {k: round(metric_value(v, "ndcg@10"), 4) for k, v in val_grid.items()}}
+              "val_ndcg@10": {k: round(metric_value(v, "ndcg@10"), 4) for k, v in val_grid.items()},
+              **{f"{name}_ndcg@10": {k: round(metric_value(v, "ndcg@10"), 4) for k, v in grid.items()}
+                 for name, grid in grids.items()}}
     bm25 = {"row": "BM25", **{name: grid["bm25"] for name, grid in grids.items()}}
     return [bm25, *rows], choice
 
