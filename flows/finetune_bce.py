@@ -42,7 +42,8 @@ from tasks.registry import release
 from tasks.registry.stage import register_and_promote
 from tasks.reporting.artifacts import publish_run_artifacts
 from tasks.retrieval.retriever import candidates
-from tasks.reporting.run_outputs import publish_generation_report, publish_skipped_inputs, write_outputs
+from tasks.reporting.run_outputs import (publish_generation_report, publish_skipped_inputs, run_summary,
+                                         write_outputs)
 from tasks.training.stage import train
 
 
@@ -106,15 +107,7 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
             metrics["human"] = release.table_rows(
                 evaluate_models(stages, contenders.models, found.dataset, settings), decision.retriever)
 
-    summary = {
-        "output_dir": str(out.resolve()),
-        "base_model": {**{k: str(v) if isinstance(v, Path) else v for k, v in base.items()},
-                       "spec": settings.resolved_base_model(), "path": str(Path(base["path"]).resolve())},
-        "model_path": str((out / "model").resolve()),
-        "promotion": decision.promotion,
-        "stages": stages.summary(),
-    }
-    summary["total_seconds"] = round(sum(s["seconds"] or 0 for s in summary["stages"].values()), 2)
+    summary = run_summary(out, base, settings, decision.promotion, stages.summary())
     write_outputs(out, metrics, summary, settings)
     publish_run_artifacts(summary)  # stage timings, links to the model and report (Prefect UI)
     return {"metrics": metrics, "summary": summary}

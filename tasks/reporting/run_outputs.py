@@ -25,6 +25,19 @@ def json_text(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
 
 
+def run_summary(out: Path, base: dict, settings: Settings, promotion: dict, stages: dict[str, dict]) -> dict:
+    """summary.json: where things are, the promotion record, and each stage's seconds, cache hit and counts."""
+    return {
+        "output_dir": str(out.resolve()),
+        "base_model": {**{k: str(v) if isinstance(v, Path) else v for k, v in base.items()},
+                       "spec": settings.resolved_base_model(), "path": str(Path(base["path"]).resolve())},
+        "model_path": str((out / "model").resolve()),
+        "promotion": promotion,
+        "stages": stages,
+        "total_seconds": round(sum(s["seconds"] or 0 for s in stages.values()), 2),
+    }
+
+
 def publish_generation_report(out: Path, stats: dict, round_trip: dict | None) -> None:
     """generation_report.md/.json in the output folder, and the Prefect artifact ``generation-report``."""
     from tasks.reporting.generation_report import ARTIFACT_KEY, write_generation_report
