@@ -103,8 +103,10 @@ def assess_text(text: str) -> TextQuality:
             counts[PRIVATE_USE] += 1
         elif cat in ("Cn", "Cs"):
             counts[UNASSIGNED] += 1
-    # C1 controls (U+0080-U+009F) inside a sequence were counted as control characters already.
-    n_mojibake = sum(sum(1 for c in seq if not "\x80" <= c <= "\x9f") for seq in _MOJIBAKE.findall(text))
+    # C1 controls (U+0080-U+009F) inside a sequence were counted as control characters already,
+    # and a no-break space (U+00A0, a UTF-8 continuation byte read as Latin-1) is not counted at all.
+    n_mojibake = sum(sum(1 for c in seq if not ("\x80" <= c <= "\x9f" or c.isspace()))
+                     for seq in _MOJIBAKE.findall(text))
     n_latin1 = len(_LATIN1_LETTER.findall(text))
     if n_latin1 >= MIN_LATIN1_LETTERS and n_latin1 > MAX_LATIN1_LETTER_SHARE * sum(1 for c in text if c.isalpha()):
         n_mojibake = max(n_mojibake, n_latin1)

@@ -76,3 +76,9 @@ def test_share_is_a_fraction_and_counts_are_consistent(text: str) -> None:
     quality = assess_text(text)
     assert 0 <= quality.n_bad <= quality.n_chars == sum(1 for c in text if not c.isspace())
     assert 0.0 <= quality.share <= 1.0
+
+
+def test_a_no_break_space_inside_mojibake_is_not_counted_twice() -> None:
+    # Found by hypothesis: "à\x80\xa0" counted 3 bad characters out of 2 that are not whitespace.
+    quality = assess_text("à\x80\xa0")
+    assert quality.n_chars == 2 and quality.n_bad <= 2
