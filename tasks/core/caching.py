@@ -193,7 +193,7 @@ def model_fingerprint(path: Path) -> str:
 # --- the policy ---------------------------------------------------------------------------
 
 
-def _path_parameters(fn: Any) -> set[str]:
+def path_parameters(fn: Any) -> set[str]:
     """Names of ``fn``'s parameters annotated ``Path`` (or ``Path | None``)."""
     hints = typing.get_type_hints(fn)
     return {name for name, hint in hints.items()

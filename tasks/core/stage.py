@@ -32,7 +32,7 @@ from typing import Any, Callable
 from prefect import get_run_logger, task
 from prefect.states import State
 
-from tasks.core.caching import StageCache, _path_parameters
+from tasks.core.caching import StageCache, path_parameters
 from tasks.core.errors import PipelineError
 from tasks.core.settings import Settings
 
@@ -79,7 +79,7 @@ def stage(
     def wrap(fn: Callable[..., Any]):
         signature = inspect.signature(fn)
         policy = StageCache(writes=tuple(writes), settings=tuple(settings), module=fn.__module__,
-                            paths=frozenset(_path_parameters(fn)))
+                            paths=frozenset(path_parameters(fn)))
 
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any) -> Any:
@@ -100,17 +100,19 @@ def stage(
     return wrap
 
 
+def _fields(record: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(record):
+        return dataclasses.asdict(record)
+    return dict(record) if isinstance(record, dict) else {}
+
+
 def record_paths(record: Any) -> list[Path]:
     """The files and folders a stage's record says it wrote: its ``Path`` values."""
-    values = (dataclasses.asdict(record).values() if dataclasses.is_dataclass(record)
-              else record.values() if isinstance(record, dict) else ())
-    return [v for v in values if isinstance(v, Path)]
+    return [v for v in _fields(record).values() if isinstance(v, Path)]
 
 
 def default_summary(record: Any, cached: bool) -> dict[str, Any]:
-    values = (dataclasses.asdict(record) if dataclasses.is_dataclass(record)
-              else dict(record) if isinstance(record, dict) else {})
-    return {k: v for k, v in values.items() if not isinstance(v, Path)}
+    return {k: v for k, v in _fields(record).items() if not isinstance(v, Path)}
 
 
 def run_name(staged: Any, args: tuple, kwargs: dict) -> str:
@@ -135,8 +137,8 @@ class StageRuns:
         self.logger = logger
         self.runs: list[tuple[str, State, dict[str, Any]]] = []
 
-    def run(self, staged: Any, *args: Any, key: str | None = None, **kwargs: Any) -> Any:
-        name = key or run_name(staged, args, kwargs)
+    def run(self, staged: Any, *args: Any, **kwargs: Any) -> Any:
+        name = run_name(staged, args, kwargs)
         self.logger.info("%s …", name)
         state = staged(*args, return_state=True, **kwargs)
         record = state.result()  # raises the stage's error
@@ -150,9 +152,6 @@ class StageRuns:
                           if not isinstance(v, (list, dict)) and v is not None)
         self.logger.info("%s%s — %s", name, " (cached)" if cached else "", shown)
         return record
-
-    def cached(self, name: str) -> bool:
-        return any(n == name and info["cached"] for n, _, info in self.runs)
 
     def summary(self, wait_s: float = 15.0) -> dict[str, dict[str, Any]]:
         """``{stage: {"seconds", "cached", counts…}}``, with the seconds Prefect recorded for each
