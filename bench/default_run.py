@@ -17,7 +17,13 @@ For each run it records:
   from ``wait4`` (exact, not sampled);
 * CPU seconds (user + system) of the whole tree, from ``wait4`` (exact, this run's alone);
 * per-stage seconds, cache hits, LLM requests sent and training steps, from the run's
-  ``summary.json``.
+  ``summary.json``;
+* a profile of each stage as the run's log shows it (from its ``<stage> …`` line to its
+  ``<stage> — …`` line): wall seconds, CPU seconds of the process tree and its peak RSS
+  within that stretch; what runs between stages (the server's start, the reports) is
+  ``(between stages)``;
+* unless ``--no-prefect-start``, the wall time of a flow that does nothing, with its own
+  temporary Prefect server: the floor under any rerun.
 
 Run from the repository root, alone on the machine (timings of a shared CPU mean nothing)::
 
@@ -51,8 +57,11 @@ from typing import Any
 from bench.harness import REPO_ROOT as ROOT, markdown_table, report_results
 
 MB = 1024 * 1024
-# The line the flow logs as each stage ends: "… - training (cached) — steps run: 0, …".
-STAGE_DONE = re.compile(r" - [^—]+ — ")
+# The lines the flow logs as each stage starts and ends:
+# "… - training …" and "… - training (cached) — steps run: 0, …".
+STAGE_START = re.compile(r" - (\S[^—]*?) …$")
+STAGE_DONE = re.compile(r" - ([^—]+?)(?: \(cached\))? — ")
+BETWEEN = "(between stages)"
 
 
 # --- memory of a process tree -------------------------------------------------------------
@@ -118,6 +127,29 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return own, total
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (0.0 once it is gone).
+
+    >>> tree_cpu_seconds(os.getpid()) > 0
+    True
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in family:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
 class PeakRss:
     """Samples :func:`tree_rss` of ``pid`` every ``interval`` seconds in a thread.
 
@@ -134,17 +166,38 @@ class PeakRss:
         self.total_bytes = self.own_bytes = 0
         self.at_seconds = 0.0
         self.samples = 0
+        # {stage: {"seconds", "cpu_seconds", "peak_rss_mb"}}, filled as :meth:`stage` is told.
+        self.stages: dict[str, dict[str, float]] = {}
+        self._current = BETWEEN
+        self._since = self._cpu_since = 0.0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
 
+    def stage(self, name: str) -> None:
+        """From now on the samples belong to stage ``name`` (``BETWEEN`` once it ends)."""
+        now, cpu = time.monotonic(), tree_cpu_seconds(self.pid)
+        with self._lock:
+            self._close(now, cpu)
+            self._current, self._since, self._cpu_since = name, now, cpu
+
+    def _close(self, now: float, cpu: float) -> None:
+        row = self.stages.setdefault(self._current, {"seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mb": 0.0})
+        row["seconds"] = round(row["seconds"] + now - self._since, 2)
+        if cpu >= self._cpu_since:  # a descendant that exited takes its CPU with it
+            row["cpu_seconds"] = round(row["cpu_seconds"] + cpu - self._cpu_since, 2)
+
     def __enter__(self) -> PeakRss:
-        self._started = time.monotonic()
+        self._started = self._since = time.monotonic()
+        self._cpu_since = tree_cpu_seconds(self.pid)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+        with self._lock:
+            self._close(time.monotonic(), self._cpu_since)  # the process is gone: its CPU is wait4's
 
     def _run(self) -> None:
         while True:
@@ -154,6 +207,10 @@ class PeakRss:
                 self.own_bytes = max(self.own_bytes, own)
                 if total > self.total_bytes:
                     self.total_bytes, self.at_seconds = total, time.monotonic() - self._started
+                with self._lock:
+                    row = self.stages.setdefault(self._current, {"seconds": 0.0, "cpu_seconds": 0.0,
+                                                                 "peak_rss_mb": 0.0})
+                    row["peak_rss_mb"] = max(row["peak_rss_mb"], round(total / MB, 1))
             if self._stop.wait(self.interval):
                 return
 
@@ -178,8 +235,12 @@ def measure(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, interv
         with PeakRss(proc.pid, interval) as peak:
             for line in proc.stdout:
                 out.write(line)
-                if echo and STAGE_DONE.search(line):
-                    print("   ", line.rstrip()[-140:], flush=True)
+                if started_stage := STAGE_START.search(line.rstrip()):
+                    peak.stage(started_stage.group(1))
+                elif STAGE_DONE.search(line):
+                    peak.stage(BETWEEN)
+                    if echo:
+                        print("   ", line.rstrip()[-140:], flush=True)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - started
@@ -194,6 +255,7 @@ def measure(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, interv
         "max_process_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "cpu_user_seconds": round(usage.ru_utime, 2),
         "cpu_system_seconds": round(usage.ru_stime, 2),
+        "profile": peak.stages,
     }
 
 
@@ -255,6 +317,18 @@ def run_pipeline(repo: Path, tmp: Path, name: str, out_dir: Path, *, fresh_model
     return result
 
 
+NOOP_FLOW = "from prefect import flow\nflow(name='noop')(lambda: None)()\n"
+
+
+def prefect_start(repo: Path, tmp: Path, out_dir: Path, interval: float) -> dict[str, Any]:
+    """A flow that does nothing, with its own temporary server: what every run pays first."""
+    env, _ = flow_env(repo, tmp / "prefect-home")  # the runs' home: its database exists, as for a rerun
+    result = measure([sys.executable, "-c", NOOP_FLOW], cwd=repo, env=env, log=out_dir / "prefect-start.log",
+                     interval=interval)
+    print(f"prefect start (a flow that does nothing): {result['wall_seconds']:.1f} s", flush=True)
+    return result
+
+
 # --- the table ---------------------------------------------------------------------------------
 
 
@@ -277,6 +351,8 @@ def _rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
                 if name not in stages:
                     stages.append(name)
         rows += [(f"{prefix}stage {name} (s)", run, f"stage:{name}") for name in stages]
+    if any("prefect_start" in r.get("runs", {}) for r in results):
+        rows.append(("a flow that does nothing (s)", "prefect_start", "wall_seconds"))
     return rows
 
 
@@ -305,6 +381,32 @@ def _change(before: float | None, after: float | None) -> str:
     diff = after - before
     pct = f" ({100 * diff / before:+.0f}%)" if before else ""
     return f"{'+' if diff >= 0 else '−'}{_fmt(abs(diff))}{pct}"
+
+
+def render_profile(after: dict[str, Any], before: dict[str, Any] | None = None) -> str:
+    """Per stage of the first run: wall and CPU seconds and the tree's peak RSS, beside ``before``.
+
+    >>> row = {"seconds": 9.0, "cpu_seconds": 17.5, "peak_rss_mb": 3000.0}
+    >>> print(render_profile({"label": "now", "runs": {"first": {"profile": {"training": row}}}}).splitlines()[2])
+    | training | 9 | 17.50 | 3,000 |
+    """
+    results = [r for r in (before, after) if r]
+    profiles = [(r.get("runs", {}).get("first") or {}).get("profile") or {} for r in results]
+    stages: list[str] = []
+    for profile in profiles:
+        stages += [name for name in profile if name not in stages]
+    head = ["stage"]
+    for r in results:
+        label = r.get("label") or "run"
+        head += [f"{label}: wall (s)", f"{label}: CPU (s)", f"{label}: peak RSS (MB)"]
+    body = []
+    for name in stages:
+        cells: list[str] = [name]
+        for profile in profiles:
+            row = profile.get(name) or {}
+            cells += [_fmt(row.get("seconds")), _fmt(row.get("cpu_seconds")), _fmt(row.get("peak_rss_mb"))]
+        body.append(cells)
+    return markdown_table(head, body)
 
 
 def render_table(after: dict[str, Any], before: dict[str, Any] | None = None) -> str:
@@ -347,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default=None, help="Column title (default: the checkout's commit).")
     parser.add_argument("--compare", type=Path, default=None, help="An earlier results.json: shown as the first column.")
     parser.add_argument("--no-rerun", action="store_true", help="Skip the second, identical run.")
+    parser.add_argument("--no-prefect-start", action="store_true",
+                        help="Skip timing a flow that does nothing (the floor under the rerun).")
     parser.add_argument("--fresh-models", action="store_true",
                         help="Also an empty --models-dir: converting e5 and assembling the GGUF are measured too.")
     parser.add_argument("--interval", type=float, default=0.5, help="Seconds between RSS samples (default 0.5).")
@@ -358,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     before = json.loads(args.compare.read_text(encoding="utf-8")) if args.compare else None
     if args.table_only:
-        print(render_table(json.loads((args.out / "results.json").read_text(encoding="utf-8")), before))
+        after = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
+        print(render_table(after, before), render_profile(after, before), sep="\n\n")
         return 0
 
     repo = args.repo.resolve()
@@ -388,12 +493,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: the {name} run failed (exit {run['returncode']}):\n{log[-4000:]}", file=sys.stderr)
                 failed = True
                 break
+        if not failed and not args.no_prefect_start:
+            results["runs"]["prefect_start"] = prefect_start(repo, tmp, args.out, args.interval)
     finally:
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    report_results(args.out, results, render_table(results, before), f"\n{args.out / 'results.json'}")
+    tables = f"{render_table(results, before)}\n\nprofile of the first run\n\n{render_profile(results, before)}"
+    report_results(args.out, results, tables, f"\n{args.out / 'results.json'}")
     return 1 if failed else 0
 
 

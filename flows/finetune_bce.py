@@ -84,13 +84,14 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
         train_dataset, filtered = rt.train_dataset, rt.report
     publish_generation_report(out, questions.stats, filtered)
 
+    scores = work / "dense-scores"  # the α grid's, read again by the evaluations of the same weights
     trained = stages.run(train, base["path"], train_dataset, out / "model", settings, questions.val_dataset,
-                         settings.guard_dataset)
+                         settings.guard_dataset, scores)
 
     # Every model on every question set; promotion and the shipped retriever use validation only.
     contenders = release.contenders(out, base["path"], out / "model", champion)
-    val = evaluate_models(stages, contenders.models, questions.val_dataset, settings)
-    guard = evaluate_models(stages, contenders.models, settings.guard_dataset, settings)
+    val = evaluate_models(stages, contenders.models, questions.val_dataset, settings, scores)
+    guard = evaluate_models(stages, contenders.models, settings.guard_dataset, settings, scores)
     decision = release.decide(contenders, val, guard, trained, questions.val_dataset, settings)
     release.update_model_card(out / "model", decision.card)  # before the registry copies the model
     stages.run(register_and_promote, out, contenders.run_id, out / "model", contenders.fingerprint,
@@ -105,7 +106,7 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
         found = stages.run(human_questions, people, chunks.chunks_path, out / "human_dataset.json")
         if found.dataset is not None:
             metrics["human"] = release.table_rows(
-                evaluate_models(stages, contenders.models, found.dataset, settings), decision.retriever)
+                evaluate_models(stages, contenders.models, found.dataset, settings, scores), decision.retriever)
 
     summary = run_summary(out, base, settings, decision.promotion, stages.summary())
     write_outputs(out, metrics, summary, settings)
@@ -113,14 +114,16 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
     return {"metrics": metrics, "summary": summary}
 
 
-def evaluate_models(stages: StageRuns, models: dict[str, Path], dataset: Path | None, settings: Settings) -> dict:
+def evaluate_models(stages: StageRuns, models: dict[str, Path], dataset: Path | None, settings: Settings,
+                    scores: Path) -> dict:
     """``{model: {retriever: metrics}}`` for each model on ``dataset`` ({} without one)."""
     if dataset is None:
         return {}
     set_name = Path(dataset).stem.removesuffix("_dataset") or "val"
     retrievers = [spec.to_dict() for spec in candidates(settings.fusion_weights, settings.bm25_tokenizer)]
     return {side: stages.run(evaluate, path, dataset, settings.eval_batch_size, retrievers,
-                             trust_remote_code=settings.trust_remote_code, set_name=set_name, label=side)
+                             trust_remote_code=settings.trust_remote_code, set_name=set_name, label=side,
+                             score_cache=scores)
             for side, path in models.items()}
 
 

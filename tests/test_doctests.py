@@ -41,6 +41,7 @@ SLOW = {
     "tasks.training.interpolation.interpolate_with_base": "evaluates the bundled e5 per alpha",
     "tasks.training.trainer": "trains the bundled e5",
     "tasks.retrieval.index": "embeds the sample PDFs with the bundled e5",
+    "tasks.retrieval.dense_cache": "embeds with the bundled e5",
     "tasks.questions.llm.batched_llama": "generates with the bundled GGUF",
     "tasks.questions.llm.gguf_backend": "generates with the bundled GGUF",
     "flows.extract_pdfs.dask_runner": "runs a Prefect flow on a local Dask cluster",

@@ -207,6 +207,23 @@ def test_summary_counts_every_stage(two_runs):
     assert Path(summary["base_model"]["path"]).is_dir()
 
 
+def test_each_model_embeds_each_question_set_once(two_runs):
+    """The α grid scores the base model (α = 0) and the α it saves on the validation and
+    guard sets; the evaluate stages of those (model, set) pairs read those scores back, so
+    the only scores added after training are those of the people's questions."""
+    from tasks.training.interpolation import alpha_grid
+    from tasks.core.settings import Settings
+
+    out, first, summary, _, _ = two_runs
+    grid = alpha_grid(Settings().interpolation_alphas)
+    assert [r["alpha"] for r in summary["stages"]["training"]["alpha_results"]] == grid
+    files = list((out / "work" / "dense-scores").glob("*.npy"))
+    # + the people's questions: base and tuned, one file if the grid chose α = 0 (the base's weights).
+    assert len(files) == 2 * len(grid) + (1 if summary["stages"]["training"]["alpha"] == 0 else 2)
+    hits = [line for line in (first.stdout + first.stderr).splitlines() if "dense scores" in line and "read from" in line]
+    assert len(hits) >= 4, hits  # val and guard, base and tuned
+
+
 def test_second_run_does_no_generation_and_no_training(two_runs):
     out, _, first, second_proc, second = two_runs
     assert second["stages"]["questions"]["llm_requests_sent"] == 0

@@ -99,12 +99,15 @@ def evaluate_retrievers(
     name: str = "val",
     *,
     trust_remote_code: bool = False,
+    score_cache: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every retriever in ``specs`` built from ``model_path`` and BM25 over the
     dataset's corpus: ``{spec.label: metrics}``.
 
-    The model embeds the questions and chunks once; BM25 (with the specs' tokenizer)
-    indexes the same chunks; every spec is a ranking of those two score matrices
+    The model embeds the questions and chunks once (or its scores come from ``score_cache``,
+    a :class:`~tasks.retrieval.dense_cache.DenseScoreCache` folder, when the same weights
+    scored the same texts before); BM25 (with the specs' tokenizer) indexes the same chunks;
+    every spec is a ranking of those two score matrices
     (:func:`tasks.retrieval.retriever.combine`). The ``dense`` entry carries the
     ``cosine_`` keys of :func:`evaluate_model`, with the same values.
     """
@@ -116,7 +119,7 @@ def evaluate_retrievers(
     if len(tokenizers) != 1:
         raise ValueError(f"one BM25 tokenizer per evaluation, got {sorted(tokenizers)}")
     evaluator, dense, lexical = retrieval_scores(model_path, dataset, tokenizers.pop(), batch_size, name,
-                                                 trust_remote_code=trust_remote_code)
+                                                 trust_remote_code=trust_remote_code, score_cache=score_cache)
     logger.info("evaluating %d retrievers on %d questions against %d chunks (%s)",
                 len(specs), len(evaluator.queries), len(evaluator.corpus), name)
     grid = score_grid(dataset, dense, lexical, specs, evaluator)
@@ -127,18 +130,19 @@ def evaluate_retrievers(
 
 def retrieval_scores(
     model_path: str, dataset: QADataset, tokenizer: str = "char", batch_size: int = 32, name: str = "val",
-    *, trust_remote_code: bool = False,
+    *, trust_remote_code: bool = False, score_cache: Path | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """(evaluator, dense scores, BM25 scores) of every question (rows, the evaluator's order)
     against every chunk (columns, the corpus order): what every retriever is ranked from."""
     from sentence_transformers import SentenceTransformer
 
+    from tasks.retrieval.dense_cache import DenseScoreCache
     from tasks.retrieval.lexical import BM25Index
-    from tasks.retrieval.metrics import dense_scores, ir_evaluator
+    from tasks.retrieval.metrics import ir_evaluator
 
     model = SentenceTransformer(model_path, trust_remote_code=trust_remote_code)
     evaluator = ir_evaluator(dataset, batch_size, name, query_prompt=model.prompts.get("query") or None,
                              corpus_prompt=model.prompts.get("document") or None)
-    dense = dense_scores(model, dataset, batch_size, evaluator)
+    dense = DenseScoreCache(score_cache).scores(model, dataset, batch_size, evaluator)
     lexical = BM25Index.build(evaluator.corpus_ids, evaluator.corpus, tokenizer).score_matrix(evaluator.queries)
     return evaluator, dense, lexical

@@ -18,18 +18,21 @@ def _evaluate_summary(grid: dict, cached: bool) -> dict:
             "bm25_ndcg_at_10": round(metric_value(grid["bm25"], "ndcg@10"), 4)}
 
 
-@stage("evaluate", run_name="evaluate · {set_name} · {label}", summary=_evaluate_summary)
+@stage("evaluate", writes=("score_cache",), run_name="evaluate · {set_name} · {label}", summary=_evaluate_summary)
 def evaluate(
     model_path: Path, dataset: Path, batch_size: int, retrievers: list[dict[str, Any]],
     trust_remote_code: bool = False, set_name: str = "val", label: str = "model",
+    score_cache: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Retrieval metrics on one dataset of every retriever built from one model and BM25:
-    ``{label: metrics}`` (``dense``, ``bm25``, ``hybrid w=…``, ``rrf``)."""
+    ``{label: metrics}`` (``dense``, ``bm25``, ``hybrid w=…``, ``rrf``). ``score_cache``: the
+    folder where training left the dense scores it computed while choosing α."""
     from tasks.evaluation.evaluate import evaluate_retrievers
     from tasks.retrieval.retriever import RetrieverSpec
 
     return evaluate_retrievers(str(model_path), Path(dataset), [RetrieverSpec.from_dict(r) for r in retrievers],
-                               batch_size=batch_size, trust_remote_code=trust_remote_code, name=set_name)
+                               batch_size=batch_size, trust_remote_code=trust_remote_code, name=set_name,
+                               score_cache=score_cache)
 
 
 @dataclass

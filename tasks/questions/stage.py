@@ -42,12 +42,14 @@ def _questions_summary(record: QuestionsRecord, cached: bool) -> dict:
 def generate(chunks_path: Path, settings: Settings, train_path: Path, val_path: Path,
              questions_path: Path) -> QuestionsRecord:
     """Write questions for every chunk (cache first), then the train and val datasets."""
+    from tasks.core.memory import release_freed_memory
     from tasks.core.qa_dataset import build_dataset
     from tasks.questions.generation import generate_questions
     from tasks.questions.llm import make_writer
 
     train, val = load_chunks_file(chunks_path)
     result = generate_questions(train + val, settings, make_writer)
+    release_freed_memory()  # what the LLM's run left in this process's heap, before training
     triples = [(q.qid, q.chunk_id, q.question) for q in result.questions]
     # A RAG index holds every chunk: validation questions compete with the training chunks too,
     # unless the user asks for LlamaIndex's val-only corpus (tiny and easy on small folders).

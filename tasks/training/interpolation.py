@@ -136,6 +136,7 @@ def interpolate_with_base(
     alphas: Sequence[float],
     margin: float,
     batch_size: int = 32,
+    scores: Any | None = None,
 ) -> tuple[AlphaResult, list[AlphaResult]]:
     """Evaluate ``α·model + (1−α)·base`` for every α of :func:`alpha_grid` on ``val`` (and
     ``guard``), load the chosen one into ``model`` (a SentenceTransformer) and return it
@@ -144,6 +145,10 @@ def interpolate_with_base(
     Memory: one copy of the tuned weights besides the model (each α is written into the
     model in place); ``base_state`` can be memory-mapped from disk (``torch.load(...,
     mmap=True)``) so that it need not be held in memory through training.
+
+    ``scores``: a :class:`~tasks.retrieval.dense_cache.DenseScoreCache` that keeps each
+    α's score matrices; the evaluate stages find those of α = 0 (the base model) and of
+    the α that is saved there instead of embedding every chunk again.
 
     Example::
 
@@ -159,17 +164,29 @@ def interpolate_with_base(
         >>> [r.alpha for r in rows], chosen.alpha  # every α scores the same: ties go to the larger α
         ([0.0, 0.5, 1.0], 1.0)
     """
-    from tasks.evaluation.evaluate import evaluate_loaded_model
+    from tasks.retrieval.dense_cache import DenseScoreCache, weights_digest
 
+    scores = scores or DenseScoreCache(None)
     tuned_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     results: list[AlphaResult] = []
     for a in alpha_grid(alphas):
         load_interpolation(model, tuned_state, base_state, a)
-        v = evaluate_loaded_model(model, val, batch_size=batch_size, name="val")["cosine_ndcg@10"]
-        g = evaluate_loaded_model(model, guard, batch_size=batch_size, name="guard")["cosine_ndcg@10"] if guard is not None else None
+        weights = weights_digest(model) if scores.folder is not None else None
+        v = _ndcg(model, val, "val", batch_size, scores, weights)
+        g = _ndcg(model, guard, "guard", batch_size, scores, weights) if guard is not None else None
         results.append(AlphaResult(a, v, g))
         logger.info("alpha %.2f: validation NDCG@10 %.4f, guard %s", a, v, "—" if g is None else f"{g:.4f}")
     chosen = choose_alpha(results, margin)
     load_interpolation(model, tuned_state, base_state, chosen.alpha)
     logger.info("chose alpha %.2f", chosen.alpha)
     return chosen, results
+
+
+def _ndcg(model: Any, dataset: Any, name: str, batch_size: int, scores: Any, weights: str | None) -> float:
+    """The dense NDCG@10 of ``model`` on ``dataset``, as the evaluate stage computes it."""
+    from tasks.retrieval.metrics import ir_evaluator, metrics_from_scores
+
+    evaluator = ir_evaluator(dataset, batch_size, name, query_prompt=model.prompts.get("query") or None,
+                             corpus_prompt=model.prompts.get("document") or None)
+    matrix = scores.scores(model, dataset, batch_size, evaluator, weights=weights)
+    return metrics_from_scores(dataset, matrix, "cosine", evaluator)["cosine_ndcg@10"]

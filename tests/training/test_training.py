@@ -26,7 +26,9 @@ PLACES = "山河湖海林田园城村岛"
 # 24 pairs; the library defaults (2e-5, 3 epochs) would barely move it. The plain in-batch
 # recipe (no hard negatives; those are tested in test_training_recipe.py): at this learning
 # rate the random model does not learn the 24 look-alike pairs with a mined negative added.
-LEARN = dict(epochs=10, batch_size=8, learning_rate=5e-3, warmup_steps=0, seed=42, max_seq_length=48, hard_negatives=0)
+# Its token embeddings are random too, so they are trained (a real base model's are kept).
+LEARN = dict(epochs=10, batch_size=8, learning_rate=5e-3, warmup_steps=0, seed=42, max_seq_length=48, hard_negatives=0,
+             freeze_embeddings=False)
 
 
 def animal_dataset(n: int = 24) -> QADataset:
@@ -125,6 +127,18 @@ def test_weights_changed(setup, trained):
     assert before.keys() == after.keys()
     changed = [k for k in before if not (before[k] == after[k]).all()]
     assert len(changed) > len(before) // 2
+
+
+@pytest.mark.slow
+def test_frozen_token_embeddings_stay_the_base_models_and_the_rest_trains(setup, tmp_path):
+    out = tmp_path / "model"
+    r = train_model(str(setup["base"]), setup["train"], out, Settings(**{**LEARN, "epochs": 2, "freeze_embeddings": True}))
+    before = load_file(str(setup["base"] / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    changed = {k for k in before if not (before[k] == after[k]).all()}
+    assert "embeddings.word_embeddings.weight" not in changed
+    assert {k for k in before if "encoder.layer" in k} <= changed  # every layer above it moved
+    assert r.steps == expected_steps(24, 8, 2) and math.isfinite(r.loss)
 
 
 @pytest.mark.slow

@@ -24,7 +24,9 @@ from tasks.training.trainer import (
 from tests.training.test_training import animal_dataset
 from tests.tiny_model import make_tiny_st_model
 
-LEARN = dict(epochs=3, batch_size=8, learning_rate=5e-3, warmup_steps=0, seed=42, max_seq_length=48)
+# A random tiny model: its token embeddings must be learned too.
+LEARN = dict(epochs=3, batch_size=8, learning_rate=5e-3, warmup_steps=0, seed=42, max_seq_length=48,
+             freeze_embeddings=False)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +62,10 @@ def test_gpu_gets_bf16_checkpointing_and_fused_adamw() -> None:
     assert _args(cuda=True, gradient_checkpointing=False)["activation_checkpointing"] is False
 
 
-def test_cpu_gets_plain_fp32_adamw() -> None:
+def test_cpu_gets_plain_fp32_adamw_and_checkpointing() -> None:
     a = _args(cuda=False, bf16=False)
-    assert (a["bf16"], a["fp16"], a["activation_checkpointing"], a["optim"]) == (False, False, False, "adamw_torch")
+    assert (a["bf16"], a["fp16"], a["activation_checkpointing"], a["optim"]) == (False, False, True, "adamw_torch")
+    assert _args(cuda=False, gradient_checkpointing=False)["activation_checkpointing"] is False
     assert a["dataloader_pin_memory"] is False
     assert _args(cuda=False, no_duplicate_batches=False)["batch_sampler"] == "batch_sampler"
 

@@ -182,5 +182,13 @@ class GGUFWriter(BaseWriter):
     def close(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
+            st = engine.stats
+            # What the generation time is made of: prompt tokens evaluated and tokens written.
+            logger.info(
+                "llm: %d prompts in %.0f s: %d prompt tokens evaluated (%.0f a prompt; the %d-token shared "
+                "prefix once), %d tokens written in %d decode calls",
+                st.prompts, st.seconds, st.prompt_tokens, st.prompt_tokens / max(st.prompts, 1), st.prefix_tokens,
+                st.output_tokens, st.decode_calls,
+            )
             # Frees the model's memory now rather than whenever the GC gets to it.
             engine.close()
