@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 def weights_digest(model: Any) -> str:
     """sha256 of every tensor of ``model``'s state dict: names, dtypes, shapes and bytes.
 
+    −0.0 counts as 0.0: ``0·tuned + 1·base`` (the α grid's α = 0) is the base model to the
+    last bit except for the sign of some zeros, which changes no score.
+
     >>> import torch
     >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     >>> b.load_state_dict(a.state_dict())
@@ -60,12 +63,18 @@ def weights_digest(model: Any) -> str:
     ...     b.bias += 1
     >>> weights_digest(a) == weights_digest(b)
     False
+    >>> with torch.no_grad():
+    ...     _ = a.bias.zero_()
+    ...     _ = b.bias.copy_(-a.bias)                   # 0.0 and −0.0
+    >>> weights_digest(a) == weights_digest(b)
+    True
     """
     import torch
 
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous().reshape(-1)
+        t = tensor.detach().cpu().reshape(-1)
+        t = (t + 0.0) if t.is_floating_point() else t.contiguous()  # −0.0 + 0.0 is 0.0; nothing else moves
         h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy())
     return h.hexdigest()

@@ -43,7 +43,6 @@ Example::
 from __future__ import annotations
 
 import errno
-import gc
 import json
 import logging
 import math
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.core.errors import DiskFullError, NotEnoughPairsError, TrainingSettingsError
 from tasks.models.base import default_loss_scale
 from tasks.core.fileio import replace_folder, sha256_file, stable_hash
+from tasks.core.memory import release_freed_memory
 from tasks.core.qa_dataset import QADataset
 from tasks.core.settings import Settings
 
@@ -438,7 +438,7 @@ def _train(
     trainer.accelerator.free_memory()
     del trainer
     model.zero_grad(set_to_none=True)
-    gc.collect()
+    release_freed_memory()  # else the α grid's copies come on top of the steps' freed heap
 
     alpha, alpha_rows = None, []
     if interpolate:

