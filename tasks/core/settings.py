@@ -234,6 +234,11 @@ class Settings(BaseSettings):
         True, description="Recompute activations in the backward pass instead of keeping them: less memory "
         "(about 1 GB on the default CPU run) for about a fifth more time per step."
     )
+    attention_dropout: float | None = Field(
+        0.0, ge=0, lt=1, description="Dropout on the attention weights while training; none: the base model's own "
+        "(0.1 for BERT-like models). Without it PyTorch runs its fused attention, which keeps no attention "
+        "matrix: about 0.7 GB less on the default CPU run, and faster. The other dropout stays."
+    )
     freeze_embeddings: bool = Field(
         True, description="Leave the token embedding matrix as the base model has it (most of a multilingual "
         "model's weights): no gradient or optimizer state for it, which saves memory and time; the layers "
@@ -408,7 +413,7 @@ SETTING_GROUPS: dict[str, tuple[str, ...]] = {
         "seed", "trust_remote_code", "epochs", "batch_size", "learning_rate", "warmup_steps", "max_seq_length",
         "loss_scale", "no_duplicate_batches", "hard_negatives", "hard_negative_skip_top", "hard_negative_margin",
         "hard_negative_miner", "cached_loss", "mini_batch_size", "mixed_precision", "gradient_checkpointing",
-        "freeze_embeddings",
+        "freeze_embeddings", "attention_dropout",
         "keep_best_checkpoint", "resume_training", "interpolation_alphas", "alpha_guard_margin", "eval_batch_size",
         "bm25_tokenizer", "round_trip_top_k",
     ),

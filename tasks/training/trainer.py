@@ -88,6 +88,39 @@ class TrainResult:
     alpha_results: list[dict[str, Any]] = field(default_factory=list)
 
 
+def attention_dropout_config(p: float | None) -> dict[str, float]:
+    """Config overrides that set the attention dropout of the model being trained to ``p``
+    (None: none), under the names BERT-like (``attention_probs_dropout_prob``) and most other
+    transformers configs (``attention_dropout``) give it; a config ignores the name it lacks.
+
+    With dropout on the attention weights PyTorch's attention falls back to its plain form,
+    which keeps every head's attention matrix for the backward pass.
+
+    >>> attention_dropout_config(0.0)
+    {'attention_probs_dropout_prob': 0.0, 'attention_dropout': 0.0}
+    >>> attention_dropout_config(None)
+    {}
+    """
+    return {} if p is None else {"attention_probs_dropout_prob": p, "attention_dropout": p}
+
+
+def _restore_config(model: Any, base_model_path: Path, overrides: dict[str, Any]) -> None:
+    """Put the base model's values of the training-only ``overrides`` back into the config
+    that is saved, so whoever trains the saved model further gets the model's own dropout."""
+    config_file = base_model_path / "config.json"
+    if not overrides or not config_file.is_file():
+        return
+    base = json.loads(config_file.read_text(encoding="utf-8"))
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            for key in overrides:
+                if key in base:
+                    setattr(config, key, base[key])
+                elif hasattr(config, key):
+                    delattr(config, key)
+
+
 def freeze_token_embeddings(model: Any) -> int:
     """Stop training the token embedding matrix of every transformer module of ``model``;
     returns how many weights that leaves as they are.
@@ -371,7 +404,8 @@ def _train(
         local_files_only=True,
     )
     model = SentenceTransformer(
-        base_model_path, model_card_data=card, trust_remote_code=settings.trust_remote_code
+        base_model_path, model_card_data=card, trust_remote_code=settings.trust_remote_code,
+        config_kwargs=attention_dropout_config(settings.attention_dropout),
     )
     if settings.max_seq_length is not None:
         model.max_seq_length = settings.max_seq_length
@@ -454,6 +488,7 @@ def _train(
         del base_state
         alpha, alpha_rows = chosen.alpha, [asdict(r) for r in alpha_results]
 
+    _restore_config(model, Path(base_model_path), attention_dropout_config(settings.attention_dropout))
     save_model_atomic(model, output_dir)
     seconds = time.monotonic() - started
     logger.info("saved fine-tuned model to %s (%d steps, loss %.4f, %.0fs)", output_dir, output.global_step, final_loss, seconds)

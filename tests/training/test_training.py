@@ -142,6 +142,25 @@ def test_frozen_token_embeddings_stay_the_base_models_and_the_rest_trains(setup,
 
 
 @pytest.mark.slow
+def test_attention_dropout_is_off_while_training_and_the_saved_config_keeps_the_models(setup, tmp_path):
+    seen = []
+
+    def record(args, state, control, model=None, **kwargs):
+        seen.append({m.p for name, m in model.named_modules() if name.endswith("attention.self.dropout")})
+
+    from transformers import TrainerCallback
+
+    callback = type("Record", (TrainerCallback,), {"on_step_begin": lambda self, *a, **k: record(*a, **k)})()
+    out = tmp_path / "model"
+    train_model(str(setup["base"]), setup["train"], out, Settings(**{**LEARN, "epochs": 1}), callbacks=[callback])
+    assert seen and all(ps == {0.0} for ps in seen)  # every attention layer, every step
+    base = json.loads((setup["base"] / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == base["attention_probs_dropout_prob"] == 0.1
+    assert "attention_dropout" not in saved
+
+
+@pytest.mark.slow
 def test_training_improves_retrieval_on_its_pairs(setup, trained):
     base = evaluate_model(str(setup["base"]), setup["dataset"])
     tuned = evaluate_model(str(trained["out"]), setup["dataset"])
