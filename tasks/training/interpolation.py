@@ -20,7 +20,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tasks.retrieval.dense_cache import DenseScoreCache
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +139,7 @@ def interpolate_with_base(
     alphas: Sequence[float],
     margin: float,
     batch_size: int = 32,
-    scores: Any | None = None,
+    scores: DenseScoreCache | None = None,
 ) -> tuple[AlphaResult, list[AlphaResult]]:
     """Evaluate ``α·model + (1−α)·base`` for every α of :func:`alpha_grid` on ``val`` (and
     ``guard``), load the chosen one into ``model`` (a SentenceTransformer) and return it
@@ -182,7 +185,8 @@ def interpolate_with_base(
     return chosen, results
 
 
-def _ndcg(model: Any, dataset: Any, name: str, batch_size: int, scores: Any, weights: str | None) -> float:
+def _ndcg(model: Any, dataset: Any, name: str, batch_size: int, scores: DenseScoreCache,
+          weights: str | None) -> float:
     """The dense NDCG@10 of ``model`` on ``dataset``, as the evaluate stage computes it."""
     from tasks.retrieval.metrics import ir_evaluator, metrics_from_scores
 
