@@ -73,15 +73,9 @@ def evaluate_loaded_model(
     model: SentenceTransformer, dataset: QADataset, batch_size: int = 32, name: str = "val"
 ) -> dict[str, float]:
     """Like :func:`evaluate_model` for a model already in memory (e.g. right after training)."""
-    from tasks.retrieval.metrics import ir_evaluator
+    from tasks.retrieval.metrics import model_evaluator
 
-    evaluator = ir_evaluator(
-        dataset, batch_size, name,
-        # Passed explicitly so what is prepended does not hang on encode_query's
-        # fallback rules (e.g. a default_prompt_name); empty prompts mean no prefix.
-        query_prompt=model.prompts.get("query") or None,
-        corpus_prompt=model.prompts.get("document") or None,
-    )
+    evaluator = model_evaluator(model, dataset, batch_size, name)
     logger.info(
         "evaluating on %d questions against %d chunks (%s)", len(evaluator.queries), len(evaluator.corpus), name
     )
@@ -138,11 +132,10 @@ def retrieval_scores(
 
     from tasks.retrieval.dense_cache import DenseScoreCache
     from tasks.retrieval.lexical import BM25Index
-    from tasks.retrieval.metrics import ir_evaluator
+    from tasks.retrieval.metrics import model_evaluator
 
     model = SentenceTransformer(model_path, trust_remote_code=trust_remote_code)
-    evaluator = ir_evaluator(dataset, batch_size, name, query_prompt=model.prompts.get("query") or None,
-                             corpus_prompt=model.prompts.get("document") or None)
+    evaluator = model_evaluator(model, dataset, batch_size, name)
     dense = DenseScoreCache(score_cache).scores(model, dataset, batch_size, evaluator)
     lexical = BM25Index.build(evaluator.corpus_ids, evaluator.corpus, tokenizer).score_matrix(evaluator.queries)
     return evaluator, dense, lexical

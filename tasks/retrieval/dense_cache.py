@@ -105,12 +105,9 @@ class DenseScoreCache:
         """The scores of every question (rows) against every chunk (columns), as
         :func:`~tasks.retrieval.metrics.dense_scores` returns them. ``weights``: the model's
         :func:`weights_digest` when the caller already has it (it reads every weight)."""
-        from tasks.retrieval.metrics import dense_scores, ir_evaluator
+        from tasks.retrieval.metrics import dense_scores, model_evaluator
 
-        evaluator = evaluator or ir_evaluator(
-            dataset, batch_size, query_prompt=model.prompts.get("query") or None,
-            corpus_prompt=model.prompts.get("document") or None,
-        )
+        evaluator = evaluator or model_evaluator(model, dataset, batch_size)
         if self.folder is None:
             self.misses += 1
             return dense_scores(model, dataset, batch_size, evaluator)

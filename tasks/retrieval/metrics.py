@@ -81,6 +81,18 @@ def ir_evaluator(
     )
 
 
+def model_evaluator(
+    model: SentenceTransformer, dataset: QADataset, batch_size: int = 32, name: str = "", **options: Any,
+) -> InformationRetrievalEvaluator:
+    """:func:`ir_evaluator` with ``model``'s own ``query``/``document`` prompts.
+
+    Passed explicitly so what is prepended does not hang on ``encode_query``'s fallback
+    rules (e.g. a ``default_prompt_name``); empty prompts mean no prefix.
+    """
+    return ir_evaluator(dataset, batch_size, name, query_prompt=model.prompts.get("query") or None,
+                        corpus_prompt=model.prompts.get("document") or None, **options)
+
+
 def question_order(dataset: QADataset) -> list[str]:
     """The questions that are scored (those with a relevant chunk), in the evaluator's order."""
     return [qid for qid in dataset.queries if dataset.relevant_docs.get(qid)]
@@ -116,10 +128,7 @@ def dense_scores(
 ) -> np.ndarray:
     """The model's similarity of every question to every chunk, embedded as the evaluator
     embeds them (the model's ``query``/``document`` prompts, the same batches)."""
-    evaluator = evaluator or ir_evaluator(
-        dataset, batch_size, query_prompt=model.prompts.get("query") or None,
-        corpus_prompt=model.prompts.get("document") or None,
-    )
+    evaluator = evaluator or model_evaluator(model, dataset, batch_size)
     q = evaluator.embed_inputs(model, evaluator.queries, encode_fn_name="query", prompt=evaluator.query_prompt)
     d = evaluator.embed_inputs(model, evaluator.corpus, encode_fn_name="document", prompt=evaluator.corpus_prompt)
     return model.similarity(q, d).cpu().numpy()

@@ -188,9 +188,8 @@ def interpolate_with_base(
 def _ndcg(model: Any, dataset: Any, name: str, batch_size: int, scores: DenseScoreCache,
           weights: str | None) -> float:
     """The dense NDCG@10 of ``model`` on ``dataset``, as the evaluate stage computes it."""
-    from tasks.retrieval.metrics import ir_evaluator, metrics_from_scores
+    from tasks.retrieval.metrics import metrics_from_scores, model_evaluator
 
-    evaluator = ir_evaluator(dataset, batch_size, name, query_prompt=model.prompts.get("query") or None,
-                             corpus_prompt=model.prompts.get("document") or None)
+    evaluator = model_evaluator(model, dataset, batch_size, name)
     matrix = scores.scores(model, dataset, batch_size, evaluator, weights=weights)
     return metrics_from_scores(dataset, matrix, "cosine", evaluator)["cosine_ndcg@10"]

@@ -526,14 +526,10 @@ def _save_state(model: SentenceTransformer, path: Path) -> None:
 def _ir_evaluator(model: SentenceTransformer, dataset: QADataset, batch_size: int):
     # The evaluator and prompts of the evaluate stage, so "best epoch" means best by the
     # metric the report shows.
-    from tasks.retrieval.metrics import ir_evaluator
+    from tasks.retrieval.metrics import model_evaluator
 
-    return ir_evaluator(
-        dataset, batch_size, VAL_NAME, show_progress_bar=False,
-        query_prompt=model.prompts.get("query") or None,
-        corpus_prompt=model.prompts.get("document") or None,
-        main_score_function="cosine",
-    )
+    return model_evaluator(model, dataset, batch_size, VAL_NAME, show_progress_bar=False,
+                           main_score_function="cosine")
 
 
 def _tiebreak_callback(metric: str) -> Any:
