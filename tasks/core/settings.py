@@ -266,7 +266,13 @@ class Settings(BaseSettings):
     fusion_weights: Annotated[list[float], NoDecode] = Field(
         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         description="Dense weights w tried for w·z(dense) + (1−w)·z(BM25), besides 0 (BM25 alone) and 1 (dense "
-        "alone); the best on the validation questions is shipped.",
+        "alone); see --retriever-margin for which one is shipped.",
+    )
+    retriever_margin: float = Field(
+        2.0, ge=0,
+        description="The fusion nearest w=0.5 is shipped unless another retriever beats it on the validation "
+        "questions by more than this many standard errors of the paired per-question NDCG@10 difference; 0: "
+        "the best on validation.",
     )
 
     # --- guard set and promotion (see tasks/registry/promotion.py, data/guard/) -------------
@@ -419,7 +425,7 @@ SETTING_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "evaluation": ("eval_batch_size", "bm25_tokenizer", "fusion_weights", "guard_dataset", "human_questions",
                    "trust_remote_code"),
-    "promotion": ("promotion_guard_margin", "promotion_min_gain"),
+    "promotion": ("promotion_guard_margin", "promotion_min_gain", "retriever_margin"),
 }
 
 

@@ -24,8 +24,8 @@ __all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_fil
 CARD_SETTINGS = ("profile", "base_model", "pooling", "llm_backend", "llm_model", "chunk_size", "chunk_overlap",
                  "chunk_by_section", "val_ratio", "seed", "epochs", "batch_size", "learning_rate", "warmup_steps",
                  "loss_scale", "max_seq_length", "hard_negatives", "hard_negative_miner", "cached_loss",
-                 "interpolation_alphas", "bm25_tokenizer", "fusion_weights", "promotion_guard_margin",
-                 "promotion_min_gain")
+                 "interpolation_alphas", "bm25_tokenizer", "fusion_weights", "retriever_margin",
+                 "promotion_guard_margin", "promotion_min_gain")
 
 
 @dataclass
@@ -61,26 +61,32 @@ def contenders(out: Path, base_path: Path, model_dir: Path, champion: Champion |
 def table_rows(grids: dict[str, dict[str, dict]], shipped: dict[str, Any] | None = None) -> dict[str, dict]:
     """The rows of one table: ``bm25``, each model's dense row (base, [champion,] finetuned)
     and, with ``shipped`` (the retriever record), the shipped retriever on this dataset."""
+    from tasks.retrieval.metrics import PER_QUESTION
+
     rows = {"bm25": next(iter(grids.values()))["bm25"], **{side: grid["dense"] for side, grid in grids.items()}}
     if shipped is not None and shipped["model"] in grids:
         rows["shipped"] = grids[shipped["model"]][shipped["label"]]
-    return rows
+    return {name: {k: v for k, v in m.items() if k != PER_QUESTION} for name, m in rows.items()}
 
 
 def ship_retriever(grids: dict[str, dict[str, dict]], serving: str, model_path: Path, settings: Settings) -> dict:
     """The retriever to ship with the ``serving`` model, chosen on the validation ``grids``:
-    BM25 alone, the dense model alone, or a fusion. Its record names the spec, the model
-    and every candidate's validation NDCG@10."""
+    the even fusion unless BM25 alone, the dense model alone or another fusion beats it by
+    ``settings.retriever_margin`` standard errors. Its record names the spec, the model,
+    every candidate's validation NDCG@10 and its gain over the even fusion in standard errors."""
     from tasks.retrieval.metrics import metric_value
     from tasks.retrieval.retriever import candidates as candidates_of
-    from tasks.retrieval.retriever import choose
+    from tasks.retrieval.retriever import choose, even_mix, gains_over_even_mix
 
+    grid = grids[serving]
     candidates = candidates_of(settings.fusion_weights, settings.bm25_tokenizer)
-    spec = choose(grids[serving], candidates)
+    spec = choose(grid, candidates, settings.retriever_margin)
+    default = even_mix(candidates)
     return {**spec.to_dict(), "label": spec.label, "description": spec.describe(), "model": serving,
             "model_path": str(Path(model_path).resolve()),
-            "validation_ndcg@10": {s.label: round(metric_value(grids[serving][s.label], "ndcg@10"), 4)
-                                   for s in candidates}}
+            "validation_ndcg@10": {s.label: round(metric_value(grid[s.label], "ndcg@10"), 4) for s in candidates},
+            "default": default.label if default is not None else None, "margin_se": settings.retriever_margin,
+            "gain_over_default_se": gains_over_even_mix(grid, candidates)}
 
 
 @dataclass

@@ -284,6 +284,13 @@ def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None
         best = retriever.get("label")
         cells = ", ".join(f"{'**' if k == best else ''}{k} {v:.4f}{'**' if k == best else ''}" for k, v in scores.items())
         lines.append(f"- chosen on the validation questions (NDCG@10): {cells}")
+    if retriever.get("default") and retriever.get("margin_se"):
+        gains = retriever.get("gain_over_default_se") or {}
+        ahead = {k: v for k, v in gains.items() if v > retriever["margin_se"]}
+        lines.append(f"- rule: ship `{retriever['default']}` unless another retriever beats it on validation by more "
+                     f"than {retriever['margin_se']:g} standard errors (paired, per question); "
+                     + (f"beyond it: {', '.join(f'{k} ({v:+.1f})' for k, v in ahead.items())}" if ahead else
+                        "none did" + (f" (largest gain: {max(gains.values()):+.1f})" if gains else "")))
     dense, bm25 = (metric_value(validation[k], "ndcg@10") if validation and k in validation else None
                    for k in ("finetuned", "bm25"))
     if dense is not None and bm25 is not None and dense < bm25:
@@ -330,7 +337,8 @@ def _selection_lines(training: Mapping[str, Any]) -> list[str]:
         ]
         for r in rows:
             guard = r.get("guard_ndcg")
-            lines.append(f"| {r['alpha']:.2f} | {r['val_ndcg']:.4f} | {'' if guard is None else f'{guard:.4f}'} |")
+            shown = "not needed" if r.get("guard_skipped") else "" if guard is None else f"{guard:.4f}"
+            lines.append(f"| {r['alpha']:.2f} | {r['val_ndcg']:.4f} | {shown} |")
         lines.append("")
     if lines:
         lines.append(

@@ -36,8 +36,9 @@ PRECISION_RECALL_AT_K = [1, 3, 5, 10]
 MRR_AT_K = [10]
 NDCG_AT_K = [10]
 MAP_AT_K = [100]
-
-
+# The key under which every metrics dict of a ranking also keeps each question's NDCG@10
+# (a list, not a metric: tables and metrics.json leave it out).
+PER_QUESTION = "ndcg@10_by_question"
 
 def metric_value(metrics: Mapping[str, float], key: str) -> float | None:
     """``key`` (e.g. ``ndcg@10``) from ``metrics``, whatever similarity prefix it carries.
@@ -99,10 +100,12 @@ def question_order(dataset: QADataset) -> list[str]:
 
 
 def metrics_from_scores(
-    dataset: QADataset, scores: np.ndarray, prefix: str, evaluator: InformationRetrievalEvaluator | None = None
-) -> dict[str, float]:
+    dataset: QADataset, scores: np.ndarray, prefix: str, evaluator: InformationRetrievalEvaluator | None = None,
+    per_question: bool = False,
+) -> dict[str, Any]:
     """Metrics of the ranking ``scores`` (rows: :func:`question_order`, columns: corpus order),
-    as ``{f"{prefix}_ndcg@10": …}``."""
+    as ``{f"{prefix}_ndcg@10": …}``; with ``per_question``, also each question's NDCG@10
+    under :data:`PER_QUESTION`."""
     evaluator = evaluator or ir_evaluator(dataset)
     scores = np.asarray(scores)
     expected = (len(evaluator.queries_ids), len(evaluator.corpus_ids))
@@ -115,11 +118,36 @@ def metrics_from_scores(
         order = sorted(range(len(ids)), key=lambda i: (-float(row[i]), ids[i]))[:max_k]
         results.append([{"corpus_id": ids[i], "score": float(row[i])} for i in order])
     raw = evaluator.compute_metrics(results)
-    return {
+    metrics: dict[str, Any] = {
         f"{prefix}_{name.replace('@k', f'@{k}')}": float(value)
         for name, values in raw.items()
         for k, value in values.items()
     }
+    if per_question:
+        metrics[PER_QUESTION] = ndcg_by_question(results, evaluator)
+    return metrics
+
+
+def ndcg_by_question(results: list[list[dict[str, Any]]], evaluator: InformationRetrievalEvaluator,
+                     k: int = NDCG_AT_K[0]) -> list[float]:
+    """NDCG@k of each question (the evaluator's order) from its ranked hits, with the
+    evaluator's definition (binary relevance, ideal DCG of min(relevant, k) hits): their
+    mean is the evaluator's ``ndcg@k``. What a paired comparison of two rankers needs.
+
+    >>> from tasks.core.qa_dataset import QADataset
+    >>> ds = QADataset(queries={"q1": "a", "q2": "b"}, corpus={"c1": "x", "c2": "y"},
+    ...                relevant_docs={"q1": ["c1"], "q2": ["c1"]})
+    >>> hits = [[{"corpus_id": "c1"}, {"corpus_id": "c2"}], [{"corpus_id": "c2"}, {"corpus_id": "c1"}]]
+    >>> [round(v, 4) for v in ndcg_by_question(hits, ir_evaluator(ds))]
+    [1.0, 0.6309]
+    """
+    out = []
+    for qid, hits in zip(evaluator.queries_ids, results):
+        relevant = evaluator.relevant_docs[qid]
+        dcg = sum(1 / np.log2(rank + 2) for rank, hit in enumerate(hits[:k]) if hit["corpus_id"] in relevant)
+        ideal = sum(1 / np.log2(rank + 2) for rank in range(min(len(relevant), k)))
+        out.append(round(float(dcg / ideal), 6))
+    return out
 
 
 def dense_scores(

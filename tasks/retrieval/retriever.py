@@ -102,20 +102,38 @@ def combine(spec: RetrieverSpec, dense: np.ndarray | None, lexical: np.ndarray |
 def score_grid(
     dataset: Any, dense: np.ndarray, lexical: np.ndarray, specs: Sequence[RetrieverSpec], evaluator: Any = None,
 ) -> dict[str, dict[str, float]]:
-    """``{spec.label: metrics}`` of every spec on ``dataset``, from one pair of score matrices."""
+    """``{spec.label: metrics}`` of every spec on ``dataset``, from one pair of score matrices;
+    each metrics dict also keeps its per-question NDCG@10 (what :func:`choose` compares)."""
     from tasks.retrieval.metrics import ir_evaluator, metrics_from_scores
 
     evaluator = evaluator or ir_evaluator(dataset)
-    return {s.label: metrics_from_scores(dataset, combine(s, dense, lexical), s.kind, evaluator) for s in specs}
+    return {s.label: metrics_from_scores(dataset, combine(s, dense, lexical), s.kind, evaluator, per_question=True)
+            for s in specs}
 
 
-def choose(grid: Mapping[str, Mapping[str, float]], specs: Sequence[RetrieverSpec]) -> RetrieverSpec:
-    """The spec with the best NDCG@10 on the validation grid, then the best MRR@10.
+def even_mix(specs: Sequence[RetrieverSpec]) -> RetrieverSpec | None:
+    """The fusion nearest an even mix (w = 0.5; the lower weight of two as near): the
+    retriever a run ships unless validation shows clearly better. None without a fusion."""
+    fused = [s for s in specs if s.kind == "hybrid"]
+    return min(fused, key=lambda s: (abs(s.w_dense - 0.5), s.w_dense)) if fused else None
 
-    Still tied (small validation sets tie often), the fusion nearest an even mix wins:
-    it leans on neither ranking, where the tied extremes would bet everything on one.
+
+def choose(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec],
+           margin_se: float = 0.0) -> RetrieverSpec:
+    """The retriever to ship, from the validation ``grid`` (``{spec.label: metrics}``).
+
+    With ``margin_se`` > 0 the even fusion (:func:`even_mix`) is kept unless another spec
+    beats it on validation by more than ``margin_se`` standard errors of the paired
+    per-question NDCG@10 difference (:data:`~tasks.retrieval.metrics.PER_QUESTION`); of
+    those that do, the best wins. Why: a few dozen synthetic validation questions put a
+    dozen candidates within a point or two of each other, and their plain argmax lands
+    on an extreme (BM25 alone, w = 0.9) that questions people wrote then disprove, while
+    an even fusion is rarely worse than either side.
+
+    With ``margin_se`` = 0 (or no per-question scores) the best NDCG@10 wins, then the
+    best MRR@10; still tied, the fusion nearest an even mix.
     """
-    from tasks.retrieval.metrics import metric_value
+    from tasks.retrieval.metrics import PER_QUESTION, metric_value
 
     def key(spec: RetrieverSpec) -> tuple[float, float, float]:
         m = grid[spec.label]
@@ -123,4 +141,40 @@ def choose(grid: Mapping[str, Mapping[str, float]], specs: Sequence[RetrieverSpe
                                                      1.0 if spec.kind == "dense" else 0.0) - 0.5)
         return (round(metric_value(m, "ndcg@10"), 6), round(metric_value(m, "mrr@10"), 6), -balance)
 
-    return max(specs, key=key)
+    default = even_mix(specs)
+    if margin_se <= 0 or default is None or any(PER_QUESTION not in grid[s.label] for s in specs):
+        return max(specs, key=key)
+    clearly_better = [s for s in specs if s != default and
+                      paired_gain(grid[s.label][PER_QUESTION], grid[default.label][PER_QUESTION]) > margin_se]
+    return max(clearly_better, key=key) if clearly_better else default
+
+
+def gains_over_even_mix(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec]) -> dict[str, float]:
+    """Each spec's validation gain over :func:`even_mix` in standard errors (what
+    :func:`choose` compares with its margin), by label; {} without per-question scores."""
+    from tasks.retrieval.metrics import PER_QUESTION
+
+    default = even_mix(specs)
+    if default is None or any(PER_QUESTION not in grid[s.label] for s in specs):
+        return {}
+    return {s.label: round(paired_gain(grid[s.label][PER_QUESTION], grid[default.label][PER_QUESTION]), 2)
+            for s in specs if s != default}
+
+
+def paired_gain(challenger: Sequence[float], incumbent: Sequence[float]) -> float:
+    """How many standard errors the challenger's mean per-question score lies above the
+    incumbent's, on the same questions (the paired t statistic; ±inf when every question
+    moves by the same amount, 0 when none moves).
+
+    >>> paired_gain([1.0, 1.0, 0.5, 1.0], [1.0, 0.5, 0.5, 1.0])  # one question of four better
+    1.0
+    >>> paired_gain([0.0, 1.0], [0.0, 1.0])
+    0.0
+    """
+    d = np.asarray(challenger, dtype=float) - np.asarray(incumbent, dtype=float)
+    if d.shape != np.shape(incumbent) or d.ndim != 1:
+        raise ValueError(f"paired scores need the same questions, got {len(challenger)} and {len(incumbent)}")
+    if len(d) < 2 or not d.any():
+        return 0.0
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean() / se) if se > 0 else float(np.sign(d.mean()) * np.inf)

@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,9 @@ class AlphaResult:
     alpha: float
     val_ndcg: float
     guard_ndcg: float | None
-    """None when there is no guard set."""
+    """None when there is no guard set, or when it was not needed (``guard_skipped``)."""
+    guard_skipped: bool = False
+    """Its guard score was not computed: an α ahead of it on validation was allowed, so it could not be chosen."""
 
 
 def interpolate_state_dicts(tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> dict[str, Any]:
@@ -53,7 +55,8 @@ def load_interpolation(model: Any, tuned: Mapping[str, Any], base: Mapping[str, 
 
     The same numbers as ``model.load_state_dict(interpolate_state_dicts(tuned, base, alpha))``
     without a third model-sized dict: only one weight's mix exists at a time. ``base`` may
-    live on another device (e.g. memory-mapped from disk on the CPU).
+    live on another device (e.g. memory-mapped from disk on the CPU). Weights of ``model``
+    that ``tuned`` lacks are left as they are.
 
     >>> import torch
     >>> m = torch.nn.Linear(1, 1, bias=False)
@@ -65,13 +68,12 @@ def load_interpolation(model: Any, tuned: Mapping[str, Any], base: Mapping[str, 
 
     _check_pair(tuned, base, alpha)
     own = model.state_dict()  # tensors that share storage with the model's parameters and buffers
-    if own.keys() != tuned.keys():
-        only = sorted(set(own) ^ set(tuned))[:5]
+    if not tuned.keys() <= own.keys():
+        only = sorted(set(tuned) - set(own))[:5]
         raise ValueError(f"the model and the tuned weights differ (e.g. {only}): not the same architecture")
     with torch.no_grad():
-        for key, dest in own.items():
-            t = tuned[key]
-            dest.copy_(_mix(t, base[key], alpha) if t.is_floating_point() else t)
+        for key, t in tuned.items():
+            own[key].copy_(_mix(t, base[key], alpha) if t.is_floating_point() else t)
 
 
 def _check_pair(tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> None:
@@ -113,13 +115,48 @@ def choose_alpha(results: Sequence[AlphaResult], margin: float) -> AlphaResult:
     base_guard = base[0].guard_ndcg
 
     def allowed(r: AlphaResult) -> bool:
+        if r.guard_skipped:
+            return False
         if base_guard is None or r.guard_ndcg is None:
             return True
-        # A hair of tolerance: 0.5 points computed from floats must not fail on rounding.
-        return 100 * (base_guard - r.guard_ndcg) <= margin + 1e-9
+        return _within_margin(base_guard, r.guard_ndcg, margin)
 
     ok = [r for r in results if allowed(r)]
     return max(ok, key=lambda r: (r.val_ndcg, r.alpha))
+
+
+def score_guard_as_needed(val_ndcg: Mapping[float, float], guard_ndcg: Callable[[float], float] | None,
+                          margin: float) -> list[AlphaResult]:
+    """Every α's result, with the guard set scored only where it can change the choice.
+
+    The guard set only vetoes, so it is scored from the best α on validation down until
+    one passes: those below could not be chosen whatever their guard score, and
+    :func:`choose_alpha` picks the same α as with every guard score known. α = 0 is always
+    scored: it is the reference.
+
+    >>> guard = {0.0: 0.90, 0.5: 0.899, 1.0: 0.80}.__getitem__
+    >>> [(r.alpha, r.guard_ndcg) for r in score_guard_as_needed({0.0: 0.8, 0.5: 0.84, 1.0: 0.86}, guard, 0.5)]
+    [(0.0, 0.9), (0.5, 0.899), (1.0, 0.8)]
+    >>> [(r.alpha, r.guard_skipped) for r in score_guard_as_needed({0.0: 0.8, 0.5: 0.84, 1.0: 0.83}, guard, 0.5)]
+    [(0.0, False), (0.5, False), (1.0, True)]
+    """
+    if 0.0 not in val_ndcg:
+        raise ValueError("the α grid must include 0 (the base model)")
+    if guard_ndcg is None:
+        return [AlphaResult(a, v, None) for a, v in sorted(val_ndcg.items())]
+    guard = {0.0: guard_ndcg(0.0)}
+    for a in sorted((a for a in val_ndcg if a != 0.0), key=lambda a: (-val_ndcg[a], -a)):
+        if (val_ndcg[a], a) < (val_ndcg[0.0], 0.0):
+            break  # the base model (always allowed) is ahead of this one and of the rest
+        guard[a] = guard_ndcg(a)
+        if _within_margin(guard[0.0], guard[a], margin):
+            break
+    return [AlphaResult(a, v, guard.get(a), a not in guard) for a, v in sorted(val_ndcg.items())]
+
+
+def _within_margin(base_guard: float, guard: float, margin: float) -> bool:
+    # A hair of tolerance: 0.5 points computed from floats must not fail on rounding.
+    return 100 * (base_guard - guard) <= margin + 1e-9
 
 
 def alpha_grid(alphas: Sequence[float]) -> list[float]:
@@ -145,7 +182,9 @@ def interpolate_with_base(
     ``guard``), load the chosen one into ``model`` (a SentenceTransformer) and return it
     with every α's result.
 
-    Memory: one copy of the tuned weights besides the model (each α is written into the
+    Only the weights in ``base_state`` are mixed; the model's others are left as they are
+    (weights frozen in training, such as the token embeddings, equal the base already).
+    Memory: one copy of the mixed weights besides the model (each α is written into the
     model in place); ``base_state`` can be memory-mapped from disk (``torch.load(...,
     mmap=True)``) so that it need not be held in memory through training.
 
@@ -170,17 +209,23 @@ def interpolate_with_base(
     from tasks.retrieval.dense_cache import DenseScoreCache, weights_digest
 
     scores = scores or DenseScoreCache(None)
-    tuned_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    results: list[AlphaResult] = []
-    for a in alpha_grid(alphas):
+    tuned_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in base_state}
+    digests: dict[float, str | None] = {}
+
+    def load(a: float) -> str | None:
         load_interpolation(model, tuned_state, base_state, a)
-        weights = weights_digest(model) if scores.folder is not None else None
-        v = _ndcg(model, val, "val", batch_size, scores, weights)
-        g = _ndcg(model, guard, "guard", batch_size, scores, weights) if guard is not None else None
-        results.append(AlphaResult(a, v, g))
-        logger.info("alpha %.2f: validation NDCG@10 %.4f, guard %s", a, v, "—" if g is None else f"{g:.4f}")
+        if a not in digests:
+            digests[a] = weights_digest(model) if scores.folder is not None else None
+        return digests[a]
+
+    val_ndcg = {a: _ndcg(model, val, "val", batch_size, scores, load(a)) for a in alpha_grid(alphas)}
+    guard_fn = None if guard is None else lambda a: _ndcg(model, guard, "guard", batch_size, scores, load(a))
+    results = score_guard_as_needed(val_ndcg, guard_fn, margin)
+    for r in results:
+        logger.info("alpha %.2f: validation NDCG@10 %.4f, guard %s", r.alpha, r.val_ndcg,
+                    "not needed" if r.guard_skipped else "—" if r.guard_ndcg is None else f"{r.guard_ndcg:.4f}")
     chosen = choose_alpha(results, margin)
-    load_interpolation(model, tuned_state, base_state, chosen.alpha)
+    load(chosen.alpha)
     logger.info("chose alpha %.2f", chosen.alpha)
     return chosen, results
 

@@ -514,13 +514,16 @@ BASE_STATE = "base_state.pt"
 
 
 def _save_state(model: SentenceTransformer, path: Path) -> None:
-    """The model's weights as they are now, exactly (also weights the base folder lacks and
-    transformers initialised at random), for :func:`torch.load` with ``mmap=True``."""
+    """The weights training will change, as they are now, exactly (also weights the base
+    folder lacks and transformers initialised at random), for :func:`torch.load` with
+    ``mmap=True``. Frozen weights (the token embeddings, most of a multilingual model) stay
+    out: they are the base's at the end too, so the interpolation leaves them alone."""
     import torch
 
+    trained = {name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
     # Written again on every start: a run killed while writing it leaves a torn file, and a
     # resumed run interpolates with the weights it loaded itself, as an uninterrupted one does.
-    torch.save(model.state_dict(), path)
+    torch.save({k: v for k, v in model.state_dict().items() if k in trained}, path)
 
 
 def _ir_evaluator(model: SentenceTransformer, dataset: QADataset, batch_size: int):

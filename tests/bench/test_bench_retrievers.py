@@ -26,8 +26,9 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
     assert any(label.startswith("tuned [") and label.endswith("(dense)") for label in labels)
     assert sum("RRF" in label for label in labels) == 2
     assert results["human_questions"]["trained"] > 0 and results["human_questions"]["held-out"] > 0
-    for choice in results["choices"]:  # weights chosen on the synthetic validation questions
-        assert 0 < choice["hybrid_weight"] < 1 and "bm25" in choice["val_ndcg@10"]
+    for choice in results["choices"]:  # chosen on the synthetic validation questions
+        assert choice["shipped"] in choice["val_ndcg@10"] and "bm25" in choice["val_ndcg@10"]
+        assert choice["validation_argmax"] in choice["val_ndcg@10"]
         # ... and every candidate on the human questions, to see how far that choice lands from the best
         assert set(choice["held-out_ndcg@10"]) == set(choice["val_ndcg@10"]) == set(choice["trained_ndcg@10"])
     assert "| BM25 |" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")

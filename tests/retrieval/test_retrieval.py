@@ -12,8 +12,8 @@ from tasks.evaluation.evaluate import evaluate_model, evaluate_retrievers
 from tasks.reporting.tables import metric_value
 from tasks.retrieval.fusion import ranks, rrf_fusion, standardize, zscore_fusion
 from tasks.retrieval.lexical import BM25Index, tokenize
-from tasks.retrieval.metrics import metrics_from_scores
-from tasks.retrieval.retriever import RetrieverSpec, candidates, choose, combine, score_grid
+from tasks.retrieval.metrics import PER_QUESTION, metrics_from_scores
+from tasks.retrieval.retriever import RetrieverSpec, candidates, choose, combine, even_mix, paired_gain, score_grid
 from tests.evaluation.test_evaluation import qa_dataset
 from tests.tiny_model import make_tiny_st_model
 
@@ -112,7 +112,7 @@ def test_every_row_counts_like_the_dense_evaluator(tmp_path):
     grid = evaluate_retrievers(str(tiny), ds, candidates([0.5]), batch_size=4)
     assert list(grid) == ["bm25", "hybrid w=0.5", "dense", "rrf"]
     reference = evaluate_model(str(tiny), ds, batch_size=4)
-    assert grid["dense"].keys() == reference.keys()
+    assert grid["dense"].keys() - {PER_QUESTION} == reference.keys()
     for key, value in reference.items():
         assert grid["dense"][key] == pytest.approx(value, abs=1e-9), key
     # BM25 counts the same way: the hand-made dataset's questions reuse their chunk's words.
@@ -132,6 +132,53 @@ def test_choice_takes_the_best_and_breaks_ties_toward_an_even_mix():
     assert choose(flat, specs).label == "hybrid w=0.5"
     assert choose({**flat, "bm25": {"ndcg@10": 0.81, "mrr@10": 0.1}}, specs).label == "bm25"
     assert choose({**flat, "dense": {"ndcg@10": 0.8, "mrr@10": 0.71}}, specs).label == "dense"
+    # Without per-question scores the margin cannot be applied: the plain best, as before.
+    assert choose({**flat, "bm25": {"ndcg@10": 0.81, "mrr@10": 0.1}}, specs, margin_se=1.0).label == "bm25"
+
+
+def _grid(per_question: dict[str, list[float]]) -> dict[str, dict]:
+    return {label: {"ndcg@10": float(np.mean(v)), "mrr@10": float(np.mean(v)), PER_QUESTION: v}
+            for label, v in per_question.items()}
+
+
+def test_margin_keeps_the_even_fusion_unless_another_is_clearly_better():
+    specs = candidates([0.3, 0.5, 0.7])
+    even = [1.0, 0.5, 1.0, 0.63, 1.0, 0.5, 1.0, 1.0]
+    same = {s.label: even for s in specs}
+    # BM25 gains on one question and loses a little on another: higher on average, within one standard error.
+    noisy = _grid({**same, "bm25": [1.0, 1.0, 1.0, 0.5, 1.0, 0.5, 1.0, 1.0]})
+    assert choose(noisy, specs).label == "bm25"  # the plain argmax
+    assert choose(noisy, specs, margin_se=1.0).label == "hybrid w=0.5"
+    # The dense model gains on three questions and loses on none: beyond the margin.
+    clear = _grid({**same, "bm25": noisy["bm25"][PER_QUESTION], "dense": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]})
+    assert choose(clear, specs, margin_se=1.0).label == "dense"
+    # Of several beyond the margin, the best on validation.
+    both = _grid({**same, "dense": [1.0] * 8, "rrf": [1.0, 1.0, 1.0, 1.0, 1.0, 0.63, 1.0, 1.0]})
+    assert choose(both, specs, margin_se=1.0).label == "dense"
+    assert even_mix(specs).label == "hybrid w=0.5" and even_mix(candidates([0.2, 0.8])).label == "hybrid w=0.2"
+    assert even_mix(candidates([])) is None
+
+
+def test_paired_gain_is_the_paired_t_statistic():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(30), rng.random(30)
+    d = a - b
+    assert paired_gain(a, b) == pytest.approx(d.mean() / (d.std(ddof=1) / np.sqrt(30)))
+    assert paired_gain(a, b) == pytest.approx(-paired_gain(b, a))
+    assert paired_gain([1.0, 1.0], [0.5, 0.5]) == np.inf
+    with pytest.raises(ValueError, match="same questions"):
+        paired_gain([1.0, 0.5], [1.0])
+
+
+def test_per_question_ndcg_averages_to_the_evaluators(sample_human_dataset):
+    ds = sample_human_dataset
+    qids = [q for q in ds.queries if ds.relevant_docs.get(q)]
+    lexical = BM25Index.build(list(ds.corpus), list(ds.corpus.values())).score_matrix([ds.queries[q] for q in qids])
+    assert PER_QUESTION not in metrics_from_scores(ds, lexical, "bm25")
+    m = metrics_from_scores(ds, lexical, "bm25", per_question=True)
+    assert len(m[PER_QUESTION]) == len(qids)
+    assert np.mean(m[PER_QUESTION]) == pytest.approx(m["bm25_ndcg@10"], abs=1e-6)
+    assert 0 < min(m[PER_QUESTION]) < 1 == max(m[PER_QUESTION])  # some questions are missed, some found first
 
 
 def test_grid_on_real_chunks_fuses_bm25_and_scores(sample_human_dataset):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tasks.training.interpolation import AlphaResult, alpha_grid, choose_alpha, interpolate_state_dicts, load_interpolation
+from tasks.training.interpolation import (AlphaResult, alpha_grid, choose_alpha, interpolate_state_dicts,
+                                          load_interpolation, score_guard_as_needed)
 
 
 def test_interpolation_mixes_float_weights_and_keeps_integer_buffers() -> None:
@@ -82,3 +85,23 @@ def test_choose_alpha_breaks_ties_towards_the_tuned_model_and_works_without_guar
 def test_alpha_grid_always_has_the_base_and_the_tuned_model() -> None:
     assert alpha_grid([]) == [0.0, 1.0]
     assert alpha_grid([0.75, 0.5, 1.0]) == [0.0, 0.5, 0.75, 1.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([0.25, 0.5, 0.75, 1.0]), st.tuples(st.sampled_from([0.8, 0.82, 0.84, 0.86]),
+                                                                         st.sampled_from([0.88, 0.895, 0.9, 0.91]))),
+       st.tuples(st.sampled_from([0.8, 0.82, 0.84]), st.sampled_from([0.895, 0.9])),
+       st.sampled_from([0.0, 0.5, 1.0]))
+def test_guard_scored_as_needed_chooses_as_if_every_guard_score_were_known(others, base, margin) -> None:
+    table = {0.0: base, **others}
+    asked = []
+
+    def guard(a: float) -> float:
+        asked.append(a)
+        return table[a][1]
+
+    lazy = score_guard_as_needed({a: v for a, (v, _) in table.items()}, guard, margin)
+    full = [AlphaResult(a, v, g) for a, (v, g) in sorted(table.items())]
+    assert choose_alpha(lazy, margin) == next(r for r in lazy if r.alpha == choose_alpha(full, margin).alpha)
+    assert asked[0] == 0.0 and len(asked) == len(set(asked)) <= len(table)
+    assert {r.alpha for r in lazy if r.guard_skipped} == set(table) - set(asked)

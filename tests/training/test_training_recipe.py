@@ -224,6 +224,32 @@ def test_the_alpha_grid_holds_no_optimizer_state_and_reads_the_base_weights_from
     assert not (tmp_path / "work").exists()  # removed with the checkpoints
 
 
+@pytest.mark.slow
+def test_frozen_embeddings_stay_out_of_the_alpha_grid_and_equal_the_base(setup, tmp_path, monkeypatch):
+    """Frozen weights are the base's at the end of training: they are neither written to the
+    base-state file nor copied and mixed per α, and the saved model keeps them bit for bit."""
+    import tasks.training.interpolation as interpolation
+
+    seen = {}
+    grid = interpolation.interpolate_with_base
+
+    def watching(model, base_state, *args, **kwargs):
+        seen["keys"] = set(base_state)
+        seen["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
+        return grid(model, base_state, *args, **kwargs)
+
+    monkeypatch.setattr(interpolation, "interpolate_with_base", watching)
+    s = Settings(**{**LEARN, "epochs": 1, "freeze_embeddings": True}, interpolation_alphas=[0.5, 0.75])
+    r = train_model(str(setup["base"]), setup["train"], tmp_path / "model", s, val_dataset=setup["val"])
+    assert seen["keys"] == seen["trainable"] and r.alpha_results
+    embedding = next(k for k in SentenceTransformer(str(setup["base"])).state_dict() if "word_embeddings" in k)
+    assert embedding not in seen["keys"]
+    base, saved = (SentenceTransformer(str(p)).state_dict() for p in (setup["base"], tmp_path / "model"))
+    assert torch.equal(saved[embedding], base[embedding])
+    if r.alpha:  # the rest was trained (and mixed in)
+        assert any(not torch.equal(saved[k], base[k]) for k in seen["keys"])
+
+
 def test_alphas_come_as_a_list_from_text_env_and_flags(monkeypatch) -> None:
     from flows.settings_cli import settings_from_argv
 
