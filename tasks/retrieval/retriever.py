@@ -133,7 +133,7 @@ def choose(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec]
     With ``margin_se`` = 0 (or no per-question scores) the best NDCG@10 wins, then the
     best MRR@10; still tied, the fusion nearest an even mix.
     """
-    from tasks.retrieval.metrics import PER_QUESTION, metric_value
+    from tasks.retrieval.metrics import metric_value
 
     def key(spec: RetrieverSpec) -> tuple[float, float, float]:
         m = grid[spec.label]
@@ -141,23 +141,23 @@ def choose(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec]
                                                      1.0 if spec.kind == "dense" else 0.0) - 0.5)
         return (round(metric_value(m, "ndcg@10"), 6), round(metric_value(m, "mrr@10"), 6), -balance)
 
-    default = even_mix(specs)
-    if margin_se <= 0 or default is None or any(PER_QUESTION not in grid[s.label] for s in specs):
+    gains = gains_over_even_mix(grid, specs)
+    if margin_se <= 0 or not gains:
         return max(specs, key=key)
-    clearly_better = [s for s in specs if s != default and
-                      paired_gain(grid[s.label][PER_QUESTION], grid[default.label][PER_QUESTION]) > margin_se]
-    return max(clearly_better, key=key) if clearly_better else default
+    clearly_better = [s for s in specs if gains.get(s.label, 0.0) > margin_se]
+    return max(clearly_better, key=key) if clearly_better else even_mix(specs)
 
 
 def gains_over_even_mix(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec]) -> dict[str, float]:
     """Each spec's validation gain over :func:`even_mix` in standard errors (what
-    :func:`choose` compares with its margin), by label; {} without per-question scores."""
+    :func:`choose` compares with its margin), by label; {} without a fusion among ``specs``
+    or without per-question scores."""
     from tasks.retrieval.metrics import PER_QUESTION
 
     default = even_mix(specs)
     if default is None or any(PER_QUESTION not in grid[s.label] for s in specs):
         return {}
-    return {s.label: round(paired_gain(grid[s.label][PER_QUESTION], grid[default.label][PER_QUESTION]), 2)
+    return {s.label: paired_gain(grid[s.label][PER_QUESTION], grid[default.label][PER_QUESTION])
             for s in specs if s != default}
 
 
