@@ -40,6 +40,7 @@ MAP_AT_K = [100]
 # (a list, not a metric: tables and metrics.json leave it out).
 PER_QUESTION = "ndcg@10_by_question"
 
+
 def metric_value(metrics: Mapping[str, float], key: str) -> float | None:
     """``key`` (e.g. ``ndcg@10``) from ``metrics``, whatever similarity prefix it carries.
 
