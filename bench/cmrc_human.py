@@ -52,7 +52,7 @@ from tasks.chunks.split import split_documents
 from tasks.core.errors import PipelineError
 from tasks.core.qa_dataset import QADataset, build_dataset
 from tasks.core.records import Chunk
-from tasks.core.settings import Settings
+from tasks.core.settings import SETTING_GROUPS, Settings
 from tasks.evaluation.squad import Passage, build_documents, human_benchmark, load_squad
 from tasks.questions.generation import GenerationStats, generate_questions
 from tasks.questions.llm.base import QuestionWriter
@@ -65,10 +65,9 @@ DEFAULT_BASE_MODEL = "models/base/multilingual-e5-small"
 DEFAULT_OUT = Path("outputs/bench_cmrc")
 DEFAULT_CONFIGS = ("loss_scale=20", "loss_scale=100")
 
-# Only what changes training may differ between configs: the training set and the
+# Only what the training stage reads may differ between configs: the training set and the
 # benchmark are built once, so a chunking or generation setting here would be ignored.
-TRAIN_FIELDS = ("epochs", "batch_size", "learning_rate", "warmup_steps", "max_seq_length", "loss_scale", "seed",
-                "hard_negatives", "hard_negative_miner", "hard_negative_skip_top", "cached_loss", "mini_batch_size")
+TRAIN_FIELDS = SETTING_GROUPS["training"]
 
 # (InformationRetrievalEvaluator key, column title) of the table, in order.
 TABLE_METRICS = (("cosine_ndcg@10", "NDCG@10"), ("cosine_accuracy@1", "Acc@1"), ("cosine_mrr@10", "MRR@10"))
@@ -153,11 +152,11 @@ def base_model_ranks(base_path: str, dataset: QADataset, batch_size: int) -> dic
 # ------------------------------------------------------------------ configs, models
 
 
-def parse_config(text: str) -> dict[str, str]:
+def parse_config(text: str, fields: Sequence[str] = TRAIN_FIELDS) -> dict[str, str]:
     """``'learning_rate=2e-5,epochs=3'`` → ``{'learning_rate': '2e-5', 'epochs': '3'}``.
 
-    Only training fields are accepted (see TRAIN_FIELDS); values stay strings here and
-    are converted by the Settings model, which also checks them. ``none`` clears a value.
+    Only ``fields`` are accepted (default: the training stage's); values stay strings here
+    and are converted by the Settings model, which also checks them. ``none`` clears a value.
     """
     out: dict[str, str] = {}
     for part in filter(None, (s.strip() for s in text.split(","))):
@@ -165,8 +164,8 @@ def parse_config(text: str) -> dict[str, str]:
         key = key.strip().replace("-", "_")
         if not sep or not value.strip():
             raise BenchInputError(f"config {text!r}: {part!r} is not NAME=VALUE")
-        if key not in TRAIN_FIELDS:
-            raise BenchInputError(f"config {text!r}: {key!r} is not one of {', '.join(TRAIN_FIELDS)}")
+        if key not in fields:
+            raise BenchInputError(f"config {text!r}: {key!r} is not one of {', '.join(fields)}")
         if key in out:
             raise BenchInputError(f"config {text!r}: {key} is given twice")
         out[key] = value.strip()

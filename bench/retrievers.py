@@ -8,7 +8,8 @@ whole passages, into *train* and *held-out* (``--heldout-ratio``); the train pas
 again into *fit* and *validation* (``--val-ratio``), as the pipeline splits documents.
 
 1. The LLM writes questions for the train chunks (the pipeline's generation, through the
-   shared per-chunk cache: a rerun asks nothing).
+   shared per-chunk cache: a rerun asks nothing; ``--generation`` changes its settings,
+   e.g. ``max_copied_chars=0`` keeps the questions that copy their chunk).
 2. Each ``--config`` trains the base model on the fit questions (best epoch on the
    validation questions).
 3. For the base model and every tuned model, the retriever a run would ship is chosen on
@@ -44,13 +45,15 @@ from bench.harness import BenchInputError, markdown_table, report_results, setup
 from tasks.chunks.chunking import chunk_documents
 from tasks.core.qa_dataset import QADataset
 from tasks.core.records import Chunk
-from tasks.core.settings import Settings
+from tasks.core.settings import SETTING_GROUPS, Settings
 from tasks.evaluation.squad import Passage, build_documents, human_benchmark, load_squad
 from tasks.reporting.tables import metric_value
 
 log = logging.getLogger("bench.retrievers")
 
 DEFAULT_CONFIGS = ("hard_negative_miner=dense", "hard_negative_miner=bm25")
+# The question writer's settings that --generation may change; the chunks and the split stay.
+GENERATION_FIELDS = tuple(f for f in SETTING_GROUPS["generation"] if f not in SETTING_GROUPS["paths"] + ("seed",))
 SETS = ("trained", "held-out")
 
 
@@ -118,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=42)
     add("--retriever-margin", type=float, default=Settings.model_fields["retriever_margin"].default,
         help="the run's rule for the shipped retriever, in standard errors (default: %(default)s)")
+    add("--generation", default="", metavar="NAME=VALUE,...",
+        help="generation settings for the synthetic questions (e.g. max_copied_chars=0); default: the pipeline's")
     add("--config", action="append", default=None, metavar="NAME=VALUE,...",
         help=f"a training config (Settings fields); repeat for several (default: {' and '.join(DEFAULT_CONFIGS)})")
     add("--llm-backend", default="gguf", choices=["gguf", "openai", "vllm", "extractive"])
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None, writer_factory=None) -> int:
         settings = Settings(val_ratio=args.heldout_ratio, seed=args.seed, llm_backend=args.llm_backend,
                             llm_model=args.llm_model, cache_dir=args.cache_dir, models_dir=args.models_dir,
                             base_model=args.base_model, retriever_margin=args.retriever_margin)
+        settings = ch.config_settings(settings, ch.parse_config(args.generation, GENERATION_FIELDS))
         configs = [(c, ch.config_settings(settings, ch.parse_config(c))) for c in (args.config or DEFAULT_CONFIGS)]
     except (BenchInputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -192,7 +198,8 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
             rows += model_rows[1:]  # BM25 is the same for every model
             choices.append(choice)
     table = result_table(rows)
-    summary = {"data": str(args.data), "passages": len(passages), "train_chunks": len(train_chunks),
+    summary = {"data": str(args.data), "generation_settings": args.generation, "passages": len(passages),
+               "train_chunks": len(train_chunks),
                "heldout_chunks": len(heldout_chunks), "fit_questions": len(fit.queries), "val_questions": len(val.queries),
                "human_questions": {k: len(v.queries) for k, v in tests.items()}, "generation": stats.to_dict(),
                "training": training, "choices": choices, "rows": rows}

@@ -18,6 +18,7 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
     tiny = make_tiny_st_model(tmp_path / "tiny")
     code = main(["--data", str(cjrc_json), "--n-passages", "8", "--llm-backend", "extractive",
                  "--base-model", str(tiny), "--config", "epochs=1,batch_size=2,hard_negative_miner=bm25",
+                 "--generation", "max_copied_chars=0,questions_per_chunk=2",
                  "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert code == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
@@ -26,12 +27,25 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
     assert any(label.startswith("tuned [") and label.endswith("(dense)") for label in labels)
     assert sum("RRF" in label for label in labels) == 2
     assert results["human_questions"]["trained"] > 0 and results["human_questions"]["held-out"] > 0
+    assert results["generation_settings"] == "max_copied_chars=0,questions_per_chunk=2"
+    assert "copies the chunk" not in results["generation"]["dropped"]
     for choice in results["choices"]:  # chosen on the synthetic validation questions
         assert choice["shipped"] in choice["val_ndcg@10"] and "bm25" in choice["val_ndcg@10"]
         assert choice["validation_argmax"] in choice["val_ndcg@10"]
         # ... and every candidate on the human questions, to see how far that choice lands from the best
         assert set(choice["held-out_ndcg@10"]) == set(choice["val_ndcg@10"]) == set(choice["trained_ndcg@10"])
     assert "| BM25 |" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("generation", ["epochs=2", "max_copied_chars=-1", "seed=1"])
+def test_retriever_bench_refuses_what_is_not_a_generation_setting(generation: str, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.retrievers import main
+
+    data = tmp_path / "squad.json"
+    data.write_text("{}", encoding="utf-8")  # checked before it is read
+    assert main(["--data", str(data), "--generation", generation]) == 2
+    assert "error: config" in capsys.readouterr().err
 
 
 def test_lexical_bench_scores_each_tokenizer_on_the_sample_pdfs(tmp_path: Path) -> None:
