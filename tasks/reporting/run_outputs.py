@@ -65,7 +65,7 @@ def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -
 
     A run registered for the first time gets the same files in ``runs/<id>/``.
     """
-    from tasks.reporting.chart import metrics_chart_png
+    from tasks.reporting.chart import chart_png
     from tasks.reporting.tables import COMPARISONS, HUMAN_TITLE, human_note, metrics_table, render_report, retriever_lines
 
     validation, guard, human = validation_rows(metrics), metrics.get("guard"), metrics.get("human")
@@ -76,8 +76,8 @@ def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -
         "report.md": render_report(validation, summary, settings.model_dump(mode="json"), guard=guard,
                                    promotion=promotion, chart="metrics.png", human=human,
                                    retriever=metrics.get("retriever")),
-        "metrics.png": metrics_chart_png({"validation set": validation, "guard set": guard or {},
-                                          "questions written by people": human or {}}),
+        "metrics.png": chart_png(out / "metrics.png", {"validation set": validation, "guard set": guard or {},
+                                                       "questions written by people": human or {}}),
     }
     targets = [out]
     if promotion and promotion.get("new_run"):
