@@ -203,6 +203,7 @@ def training_arguments(
         best_metric: The evaluator metric to keep the best epoch by, e.g.
             ``"val_cosine_ndcg@10"``; None: no evaluation during training.
     """
+    precision = precision_flags(settings.mixed_precision, cuda, bf16_supported)
     args: dict[str, Any] = dict(
         output_dir=str(work_dir),
         num_train_epochs=settings.epochs,
@@ -213,7 +214,9 @@ def training_arguments(
         data_seed=settings.seed,
         batch_sampler="no_duplicates" if settings.no_duplicate_batches else "batch_sampler",
         prompts=prompts,
-        **precision_flags(settings.mixed_precision, cuda, bf16_supported),
+        **precision,
+        # transformers refuses bf16 without a GPU unless told the CPU is meant (it then autocasts there).
+        **({"use_cpu": True} if precision["bf16"] and not cuda else {}),
         activation_checkpointing=settings.gradient_checkpointing,
         # Fused AdamW runs the update in one kernel on CUDA; the CPU build gains nothing.
         optim="adamw_torch_fused" if cuda else "adamw_torch",

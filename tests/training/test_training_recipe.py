@@ -70,6 +70,16 @@ def test_cpu_gets_plain_fp32_adamw_and_checkpointing() -> None:
     assert _args(cuda=False, no_duplicate_batches=False)["batch_sampler"] == "batch_sampler"
 
 
+def test_bf16_on_the_cpu_is_arguments_transformers_accepts() -> None:
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    a = _args(cuda=False, mixed_precision="bf16")
+    assert (a["bf16"], a["use_cpu"]) == (True, True)
+    assert "use_cpu" not in _args(cuda=False) and "use_cpu" not in _args(cuda=True, mixed_precision="bf16")
+    args = SentenceTransformerTrainingArguments(**{**a, "output_dir": "unused"})  # raised before use_cpu
+    assert args.bf16 and args.use_cpu
+
+
 def test_best_epoch_by_validation_ndcg_and_a_checkpoint_every_epoch() -> None:
     a = _args(cuda=False)
     assert (a["eval_strategy"], a["save_strategy"], a["load_best_model_at_end"]) == ("epoch", "epoch", True)
