@@ -55,11 +55,12 @@ def extract_pdfs(pdf_dir: Path, output: Path) -> dict[str, int]:
 def dask_runner(workers: int = 2, address: str | None = None):
     """A DaskTaskRunner on ``address``, or on a temporary local cluster of ``workers`` processes.
 
-    Example::
+    Example (not run as a doctest: tests/test_scale_out.py runs the same call and checks
+    the pages; a second Dask cluster would add half a minute to the suite)::
 
         >>> import tempfile
         >>> out = Path(tempfile.mkdtemp()) / "pages.jsonl"
-        >>> extract_pdfs.with_options(task_runner=dask_runner(2))(pdf_dir=Path("data/pdf"), output=out)
+        >>> extract_pdfs.with_options(task_runner=dask_runner(2))(pdf_dir=Path("data/pdf"), output=out)  # doctest: +SKIP
         {'files': 10, 'skipped': 0}
     """
     from prefect_dask import DaskTaskRunner

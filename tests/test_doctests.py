@@ -44,7 +44,6 @@ SLOW = {
     "tasks.retrieval.dense_cache": "embeds with the bundled e5",
     "tasks.questions.llm.batched_llama": "generates with the bundled GGUF",
     "tasks.questions.llm.gguf_backend": "generates with the bundled GGUF",
-    "flows.extract_pdfs.dask_runner": "runs a Prefect flow on a local Dask cluster",
 }
 NEEDS_GGUF = {"tasks.questions.llm.batched_llama", "tasks.questions.llm.chat_tokens", "tasks.questions.llm.gguf_backend"}
 

@@ -51,7 +51,7 @@ def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, prefect_home):
     tmp = tmp_path_factory.mktemp("flow")
     pdf_dir = tmp / "pdfs"
     _two_small_pdfs(pdf_dir)
@@ -59,7 +59,7 @@ def two_runs(tmp_path_factory):
     tiny = make_tiny_st_model(tmp / "tiny-model")
     env = {
         **os.environ,
-        "PREFECT_HOME": str(tmp / "prefect-home"),  # this run's own cache records
+        **prefect_home(tmp / "prefect-home"),  # this run's own cache records
         "PYTHONUNBUFFERED": "1",
     }
     args = [

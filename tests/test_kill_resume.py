@@ -89,7 +89,9 @@ class Run:
         return self.output
 
 
-def _args(root: Path, name: str, tiny: Path, pdf_dir: Path) -> list[str]:
+def _args(root: Path, name: str, tiny: Path, pdf_dir: Path, delay_s: float = 0.0) -> list[str]:
+    """The run's settings; ``delay_s`` slows the question writer down where a kill must land
+    mid-generation (it changes no question)."""
     return [
         "--pdf-dir", str(pdf_dir),
         "--output-dir", str(root / name / "out"),
@@ -97,7 +99,7 @@ def _args(root: Path, name: str, tiny: Path, pdf_dir: Path) -> list[str]:
         "--cache-dir", str(root / name / "cache"),
         "--base-model", str(tiny),
         "--llm-backend", "extractive",
-        "--extractive-delay-s", "0.4",  # about 4 s of generation to interrupt
+        "--extractive-delay-s", str(delay_s),
         "--chunk-size", "60",
         "--chunk-overlap", "5",
         "--batch-size", "2",
@@ -108,12 +110,10 @@ def _args(root: Path, name: str, tiny: Path, pdf_dir: Path) -> list[str]:
     ]
 
 
-def _env(root: Path, name: str) -> dict[str, str]:
-    home = root / name / "prefect-home"
-    home.mkdir(parents=True, exist_ok=True)  # the local server cannot start without it
+def _env(root: Path, name: str, prefect_home) -> dict[str, str]:
     return {
         **os.environ,
-        "PREFECT_HOME": str(home),
+        **prefect_home(root / name / "prefect-home"),
         "PYTHONUNBUFFERED": "1",
         # Five runs start a local Prefect server each; on a busy 2-core machine that can take minutes.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600",
@@ -145,30 +145,31 @@ def _assert_model_complete(model_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, prefect_home):
     root = tmp_path_factory.mktemp("kill")
     pdf_dir = root / "pdfs"
     _pdfs(pdf_dir)
     tiny = make_tiny_st_model(root / "tiny-model")
-    return root, pdf_dir, tiny
+    return root, pdf_dir, tiny, lambda name: _env(root, name, prefect_home)
 
 
 @pytest.fixture(scope="module")
 def reference(setup):
     """The run that nobody kills."""
-    root, pdf_dir, tiny = setup
-    Run(_args(root, "reference", tiny, pdf_dir), _env(root, "reference")).finish()
+    root, pdf_dir, tiny, env = setup
+    Run(_args(root, "reference", tiny, pdf_dir), env("reference")).finish()
     out = root / "reference" / "out"
     return _datasets(out), json.loads((out / "summary.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow
 def test_kill_mid_generation_then_rerun(setup, reference) -> None:
-    root, pdf_dir, tiny = setup
+    root, pdf_dir, tiny, new_env = setup
     ref_datasets, ref_summary = reference
     n_chunks = ref_summary["stages"]["chunks"]["train_chunks"] + ref_summary["stages"]["chunks"]["val_chunks"]
     assert n_chunks > 4, "too few chunks to stop generation in the middle"
-    args, env = _args(root, "gen", tiny, pdf_dir), _env(root, "gen")
+    # About 0.2 s an answer: several seconds of generation to interrupt.
+    args, env = _args(root, "gen", tiny, pdf_dir, delay_s=0.2), new_env("gen")
     out, cache = root / "gen" / "out", root / "gen" / "cache"
 
     # Killed once the first batch of answers is on disk, with more still to ask.
@@ -197,9 +198,9 @@ def test_kill_mid_generation_then_rerun(setup, reference) -> None:
 
 @pytest.mark.slow
 def test_kill_mid_training_then_rerun(setup, reference) -> None:
-    root, pdf_dir, tiny = setup
+    root, pdf_dir, tiny, new_env = setup
     ref_datasets, _ = reference
-    args, env = _args(root, "train", tiny, pdf_dir), _env(root, "train")
+    args, env = _args(root, "train", tiny, pdf_dir), new_env("train")
     out = root / "train" / "out"
 
     first = Run(args, env)
@@ -227,7 +228,7 @@ def test_kill_mid_training_then_rerun(setup, reference) -> None:
 
 @pytest.mark.slow
 def test_skipped_file_is_in_the_report(setup, reference) -> None:
-    root, _, _ = setup
+    root = setup[0]
     report = (root / "reference" / "out" / "report.md").read_text(encoding="utf-8")
     assert "## Skipped input files" in report
     assert "| empty.pdf | empty file (0 bytes) | copy the file again" in report
@@ -253,9 +254,10 @@ def test_sigterm_ends_the_run_and_its_prefect_server(setup) -> None:
     """``kill PID`` (SIGTERM to the run alone, not its process group) mid-generation: the run
     unwinds, Prefect stops its local server, nothing is left running, the lock is released."""
     psutil = pytest.importorskip("psutil")
-    root, pdf_dir, tiny = setup
+    root, pdf_dir, tiny, new_env = setup
     out = root / "term" / "out"
-    run = Run(_args(root, "term", tiny, pdf_dir), _env(root, "term"))
+    # Slowed down so that the signal lands mid-generation.
+    run = Run(_args(root, "term", tiny, pdf_dir, delay_s=0.4), new_env("term"))
     main = psutil.Process(run.proc.pid)
 
     def server_up_and_generating() -> bool:

@@ -135,7 +135,7 @@ def _test_settings(tmp: Path, tiny_model: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, prefect_home):
     assert len(SAMPLES) >= 3, "data/pdf must hold the sample PDFs"
     tmp = tmp_path_factory.mktemp("service")
     (tmp / "inbox").mkdir()
@@ -143,7 +143,7 @@ def service(tmp_path_factory):
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
-        "PREFECT_HOME": str(tmp / "prefect-home"),
+        **prefect_home(tmp / "prefect-home"),
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",

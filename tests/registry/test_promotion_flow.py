@@ -40,11 +40,11 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, prefect_home):
     tmp = tmp_path_factory.mktemp("promotion")
     _small_pdfs(tmp / "pdfs")
     tiny = make_tiny_st_model(tmp / "tiny-model")
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **prefect_home(tmp / "prefect-home"), "PYTHONUNBUFFERED": "1"}
     common = [
         "--pdf-dir", str(tmp / "pdfs"), "--output-dir", str(tmp / "out"), "--models-dir", str(tmp / "models"),
         "--cache-dir", str(tmp / "cache"), "--base-model", str(tiny), "--llm-backend", "extractive",
