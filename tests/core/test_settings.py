@@ -20,7 +20,7 @@ def test_profiles_choose_models_and_backends():
 
 def test_original_recipe_defaults():
     s = Settings()
-    assert (s.chunk_size, s.chunk_overlap, s.epochs, s.batch_size, s.warmup_steps) == (300, 30, 3, 8, 10)
+    assert (s.chunk_size, s.chunk_overlap, s.epochs, s.batch_size, s.warmup_steps) == (300, 30, 2, 8, 10)
 
 
 def test_priority_flag_over_env_over_file(tmp_path, monkeypatch):
