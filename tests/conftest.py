@@ -42,9 +42,9 @@ def prefect_home(tmp_path_factory) -> Callable[[Path], dict[str, str]]:
     the environment variables that point the subprocess at it.
 
     A flow in a new home makes its local server migrate a new database and register Prefect's
-    block types before the flow starts: about 12 s on 2 cores, for each of the dozen flow runs
-    in subprocesses. One home is prepared per test session (a flow that does nothing) and
-    copied; a copy's server starts without either step.
+    block types before the flow starts: about 12 s on 2 cores, for each of the seven homes of
+    the suite's flow runs in subprocesses. One home is prepared per test session (a flow that
+    does nothing) and copied; a copy's server starts without either step.
     """
     template = tmp_path_factory.mktemp("prefect-home-template")
     prepared = False
@@ -53,8 +53,11 @@ def prefect_home(tmp_path_factory) -> Callable[[Path], dict[str, str]]:
         nonlocal prepared
         if not prepared:
             noop = "from prefect import flow; flow(name='prepare-home')(lambda: None)()"
-            subprocess.run([sys.executable, "-c", noop], env={**os.environ, "PREFECT_HOME": str(template)},
-                           check=True, capture_output=True, timeout=300)
+            done = subprocess.run([sys.executable, "-c", noop], env={**os.environ, "PREFECT_HOME": str(template)},
+                                  capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                pytest.fail(f"preparing a Prefect home in {template} failed (a flow that does nothing, "
+                            f"exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
             prepared = True
         shutil.copytree(template, folder, dirs_exist_ok=True)
         # The block types are registered already, and memo_store.toml in the copy says so.
