@@ -70,11 +70,12 @@ def build_human_questions(cmrc_json: Path, sources_json: Path, pad: int = PAD) -
     """The file's content: attribution and licence, then one record per question."""
     cmrc = json.loads(Path(cmrc_json).read_text(encoding="utf-8"))
     sources = json.loads(Path(sources_json).read_text(encoding="utf-8"))
-    entries = {e["id"]: e for e in cmrc["data"]}
+    # By position, as sources.json records it: entries of other SQuAD-format sets (CJRC) have no id.
+    entries = cmrc["data"]
     questions, not_found = [], []
     for doc in sources["documents"]:
         for passage in doc["passages"]:
-            paragraph = entries[passage["id"]]["paragraphs"][passage.get("paragraph_index", 0)]
+            paragraph = entries[passage["data_index"]]["paragraphs"][passage.get("paragraph_index", 0)]
             context = paragraph["context"]
             qas = {qa["id"]: qa for qa in paragraph["qas"]}
             for qid in passage["question_ids"]:
