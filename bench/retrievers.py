@@ -96,7 +96,7 @@ def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dic
         rows.append({"row": label, **{name: grid[spec_label] for name, grid in grids.items()}})
     # Every candidate on the human questions too: how far the validation choice lands from the best one.
     choice = {"model": model_label, "shipped": shipped.label, "validation_argmax": argmax.label,
-              "val_gain_over_even_mix_se": {k: round(g, 2) for k, g in gains_over_even_mix(val_grid, specs).items()},
+              "val_gain_over_even_mix_se": gains_over_even_mix(val_grid, specs, ndigits=2),
               "val_ndcg@10": {k: round(metric_value(v, "ndcg@10"), 4) for k, v in val_grid.items()},
               **{f"{name}_ndcg@10": {k: round(metric_value(v, "ndcg@10"), 4) for k, v in grid.items()}
                  for name, grid in grids.items()}}

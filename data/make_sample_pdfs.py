@@ -26,6 +26,12 @@ Usage (from the repository root)::
     .venv/bin/python data/make_sample_pdfs.py            # 10 PDFs x 3 passages
     .venv/bin/python data/make_sample_pdfs.py ../shared/data/cmrc2018_trial.json \\
         --n-docs 10 --passages-per-doc 3 --out-dir data/pdf
+
+Other SQuAD-format files work too, for benchmarks: 10 PDFs of court judgments (CJRC, 333
+chunks), written outside the repository, since that set's licence keeps it out::
+
+    .venv/bin/python data/make_sample_pdfs.py ../shared/data/cjrc_legal_dev.json \\
+        --passages-per-doc 12 --out-dir /tmp/legal_pdfs
 """
 
 from __future__ import annotations
@@ -242,8 +248,20 @@ def check_pdf(data: bytes, doc_title: str, passages: list[Passage]) -> tuple[lis
     return problems, spans
 
 
+def provenance(json_path: Path) -> dict[str, str]:
+    """What sources.json says of the input: CMRC 2018's attribution for its trial file; for any
+    other SQuAD-format file (benchmarks make PDFs of CJRC's court judgments outside the
+    repository), its name and a pointer to the README beside it, never CMRC's licence."""
+    if json_path.name == DEFAULT_JSON.name:
+        return {"dataset": "CMRC 2018, trial split", "source": SOURCE, "licence": LICENCE, "citation": CITATION}
+    see = f"see the README beside {json_path.resolve()}"
+    return {"dataset": json_path.name, "source": see, "licence": see, "citation": see}
+
+
 def build(json_path: Path, out_dir: Path, n_docs: int, per_doc: int, font: Path) -> list[str]:
     """Write the PDFs and sources.json; return the self-test's problems (empty: all good)."""
+    origin = provenance(json_path)
+    title_prefix = "CMRC 2018 样例文档" if json_path.name == DEFAULT_JSON.name else f"{json_path.stem} 样例文档"
     coverage = font_coverage(font)
     passages, undrawable = [], []
     for p in load_passages(json_path):
@@ -265,7 +283,7 @@ def build(json_path: Path, out_dir: Path, n_docs: int, per_doc: int, font: Path)
     for i in range(1, n_docs + 1):
         name = f"sample_{i:02d}.pdf"
         chosen = passages[(i - 1) * per_doc : i * per_doc]
-        doc_title = f"CMRC 2018 样例文档 {i:02d}：" + "、".join(p.title for p in chosen)
+        doc_title = f"{title_prefix} {i:02d}：" + "、".join(p.title for p in chosen)
         data = render_pdf(doc_title, chosen, font)
         write_bytes_atomic(out_dir / name, data)
         (out_dir / name).chmod(0o644)  # the atomic writer's temp file is private
@@ -304,10 +322,7 @@ def build(json_path: Path, out_dir: Path, n_docs: int, per_doc: int, font: Path)
     write_json_atomic(
         sources,
         {
-            "dataset": "CMRC 2018, trial split",
-            "source": SOURCE,
-            "licence": LICENCE,
-            "citation": CITATION,
+            **origin,
             "selection": f"passages in file order, {per_doc} per document, leaving out those the font cannot draw",
             "left_out": [p.id for p in undrawable if p.data_index < documents[-1]["passages"][-1]["data_index"]],
             "generated_by": f"python data/make_sample_pdfs.py --n-docs {n_docs} --passages-per-doc {per_doc}",

@@ -115,7 +115,7 @@ def _env(root: Path, name: str, prefect_home) -> dict[str, str]:
         **os.environ,
         **prefect_home(root / name / "prefect-home"),
         "PYTHONUNBUFFERED": "1",
-        # Five runs start a local Prefect server each; on a busy 2-core machine that can take minutes.
+        # Every run starts a local Prefect server; on a busy 2-core machine that can take minutes.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600",
     }
 

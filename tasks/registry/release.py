@@ -86,7 +86,7 @@ def ship_retriever(grids: dict[str, dict[str, dict]], serving: str, model_path: 
             "model_path": str(Path(model_path).resolve()),
             "validation_ndcg@10": {s.label: round(metric_value(grid[s.label], "ndcg@10"), 4) for s in candidates},
             "default": default.label if default is not None else None, "margin_se": settings.retriever_margin,
-            "gain_over_default_se": {k: round(g, 2) for k, g in gains_over_even_mix(grid, candidates).items()}}
+            "gain_over_default_se": gains_over_even_mix(grid, candidates, ndigits=2)}
 
 
 @dataclass

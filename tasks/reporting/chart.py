@@ -38,9 +38,10 @@ def chart_png(path: Path, panels: Mapping[str, Rows], keys: Sequence[str] = CHAR
         existing = Path(path).read_bytes()
     except OSError:
         existing = b""
-    if existing and png_digest(existing) == chart_digest(panels, keys, dpi):
+    digest = chart_digest(panels, keys, dpi)
+    if existing and png_digest(existing) == digest:
         return existing
-    return metrics_chart_png(panels, keys, dpi)
+    return metrics_chart_png(panels, keys, dpi, digest=digest)
 
 
 def chart_digest(panels: Mapping[str, Rows], keys: Sequence[str] = CHART_KEYS, dpi: int = 100) -> str:
@@ -73,12 +74,16 @@ def _non_empty(panels: Mapping[str, Rows]) -> dict[str, Rows]:
     return {title: rows for title, rows in panels.items() if rows}
 
 
-def metrics_chart_png(panels: Mapping[str, Rows], keys: Sequence[str] = CHART_KEYS, dpi: int = 100) -> bytes:
-    """PNG bytes of a grouped bar chart; ``panels`` maps a title to ``{model: metrics}``."""
+def metrics_chart_png(panels: Mapping[str, Rows], keys: Sequence[str] = CHART_KEYS, dpi: int = 100,
+                      *, digest: str | None = None) -> bytes:
+    """PNG bytes of a grouped bar chart; ``panels`` maps a title to ``{model: metrics}``.
+
+    ``digest``: their :func:`chart_digest`, when the caller has it already.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    digest = chart_digest(panels, keys, dpi)
+    digest = digest or chart_digest(panels, keys, dpi)
     panels = _non_empty(panels)
     if not panels:
         raise ValueError("no metrics to draw")

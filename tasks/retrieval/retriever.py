@@ -148,17 +148,19 @@ def choose(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec]
     return max(clearly_better, key=key) if clearly_better else even_mix(specs)
 
 
-def gains_over_even_mix(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec]) -> dict[str, float]:
+def gains_over_even_mix(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec],
+                        ndigits: int | None = None) -> dict[str, float]:
     """Each spec's validation gain over :func:`even_mix` in standard errors (what
     :func:`choose` compares with its margin), by label; {} without a fusion among ``specs``
-    or without per-question scores."""
+    or without per-question scores. ``ndigits``: rounded for a report."""
     from tasks.retrieval.metrics import PER_QUESTION
 
     default = even_mix(specs)
     if default is None or any(PER_QUESTION not in grid[s.label] for s in specs):
         return {}
-    return {s.label: paired_gain(grid[s.label][PER_QUESTION], grid[default.label][PER_QUESTION])
-            for s in specs if s != default}
+    gains = {s.label: paired_gain(grid[s.label][PER_QUESTION], grid[default.label][PER_QUESTION])
+             for s in specs if s != default}
+    return gains if ndigits is None else {label: round(g, ndigits) for label, g in gains.items()}
 
 
 def paired_gain(challenger: Sequence[float], incumbent: Sequence[float]) -> float:
