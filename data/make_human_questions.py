@@ -91,12 +91,12 @@ def build_human_questions(cmrc_json: Path, sources_json: Path, pad: int = PAD) -
                     "evidence": evidence_snippet(context, start, answer["text"], pad),
                     "source": doc["file"],
                 })
+    licence = sources.get("licence", "CC BY-SA 4.0")
     return {
         "dataset": f"{sources.get('dataset', 'CMRC 2018, trial split')}: the human-written questions about the passages of the sample PDFs",
         "source": sources.get("source", "https://github.com/ymcui/cmrc2018 (squad-style-data/cmrc2018_trial.json)"),
-        "licence": sources.get("licence", "CC BY-SA 4.0"),
-        "licence_url": ("https://creativecommons.org/licenses/by-sa/4.0/"
-                        if sources.get("licence", "CC BY-SA 4.0") == "CC BY-SA 4.0" else None),
+        "licence": licence,
+        "licence_url": "https://creativecommons.org/licenses/by-sa/4.0/" if licence == "CC BY-SA 4.0" else None,
         "citation": sources.get("citation", ""),
         "generated_by": f"python data/make_human_questions.py --pad {pad} (evidence: the answer and up to {pad} characters "
                         "of its sentence on each side)",
