@@ -12,18 +12,22 @@ again into *fit* and *validation* (``--val-ratio``), as the pipeline splits docu
    e.g. ``max_copied_chars=0`` keeps the questions that copy their chunk).
 2. Each ``--config`` trains the base model on the fit questions (best epoch on the
    validation questions).
-3. For the base model and every tuned model, the retriever a run would ship is chosen on
+3. With ``--reranker`` (the default) a cross-encoder is trained for each model on the fit
+   questions, its negatives from that model's fused first stage (the pipeline's reranker
+   stage), and the first stage + reranker at each ``--rerank-depths`` joins the candidates.
+4. For the base model and every tuned model, the retriever a run would ship is chosen on
    the synthetic validation questions (searched among all train chunks, the pipeline's
    ``--val-corpus all``) by the run's rule (``--retriever-margin``) — never on the human
    questions; the plain argmax on validation is shown beside it.
-4. Everything is measured on two sets of human questions, chunk-level relevance, the same
+5. Everything is measured on two sets of human questions, chunk-level relevance, the same
    chunks for every row:
    * ``trained``: questions about the train passages, among all train chunks — what a
      user does: search the documents the model was tuned on;
    * ``held-out``: questions about passages the model never saw, among their chunks.
 
-Rows: BM25 alone; each dense model alone, fused with BM25 by RRF, the retriever a run
-would ship with it, and the best retriever on validation. Run from the repository root::
+Rows: BM25 alone; each dense model alone, fused with BM25 by RRF, its even fusion with the
+top k reranked (the reranker's order alone, and mixed with the first stage's), the
+retriever a run would ship with it, and the best retriever on validation. Run from the repository root::
 
     .venv/bin/python -m bench.retrievers --n-passages 40
     .venv/bin/python -m bench.retrievers --data ../shared/data/cjrc_legal_dev.json --n-passages 40 \\
@@ -55,6 +59,7 @@ DEFAULT_CONFIGS = ("hard_negative_miner=dense", "hard_negative_miner=bm25")
 # The question writer's settings that --generation may change; the chunks and the split stay.
 GENERATION_FIELDS = tuple(f for f in SETTING_GROUPS["generation"] if f not in SETTING_GROUPS["paths"] + ("seed",))
 SETS = ("trained", "held-out")
+RERANKER_FIELDS = tuple(f for f in SETTING_GROUPS["reranking"] if f not in SETTING_GROUPS["paths"] + ("seed", "profile"))
 
 
 def split_fit_val(passages: list[Passage], val_ratio: float, seed: int) -> tuple[list[Passage], list[Passage]]:
@@ -76,21 +81,26 @@ def fit_dataset(synthetic: QADataset, fit_ids: set[str]) -> QADataset:
 
 
 def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dict[str, QADataset],
-                   settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows for one dense model (alone, hybrid at its validation weight, RRF) on every test set."""
+                   settings: Settings, reranker: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for one dense model (alone, hybrid at its validation weight, RRF, and with
+    ``reranker`` its even fusion reranked) on every test set."""
     from tasks.evaluation.evaluate import evaluate_retrievers
     from tasks.retrieval.retriever import candidates, choose, gains_over_even_mix
 
-    specs = candidates(settings.fusion_weights, settings.bm25_tokenizer)
-    val_grid = evaluate_retrievers(model_path, val, specs, settings.eval_batch_size, name="val")
+    specs = candidates(settings.fusion_weights, settings.bm25_tokenizer,
+                       settings.rerank_depths if reranker else (), settings.rerank_weights)
+    val_grid = evaluate_retrievers(model_path, val, specs, settings.eval_batch_size, name="val", reranker_path=reranker)
     # What a run would ship with this model, chosen on validation by the run's rule, and the
     # plain argmax beside it.
     shipped = choose(val_grid, specs, settings.retriever_margin)
     argmax = choose(val_grid, specs)
-    grids = {name: evaluate_retrievers(model_path, ds, [*specs], settings.eval_batch_size, name=name)
+    grids = {name: evaluate_retrievers(model_path, ds, [*specs], settings.eval_batch_size, name=name,
+                                       reranker_path=reranker)
              for name, ds in tests.items()}
+    reranked = [(f"{model_label} + BM25 fused, {s.label.split(' + ', 1)[1]}", s.label) for s in specs if s.rerank_k]
     rows = []
     for label, spec_label in ((f"{model_label} (dense)", "dense"), (f"{model_label} + BM25, RRF", "rrf"),
+                              (f"{model_label} + BM25 fused, w=0.5", "hybrid w=0.5"), *reranked,
                               (f"{model_label}, shipped: {shipped.label}", shipped.label),
                               (f"{model_label}, validation's best: {argmax.label}", argmax.label)):
         rows.append({"row": label, **{name: grid[spec_label] for name, grid in grids.items()}})
@@ -131,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--models-dir", type=Path, default=Path("models"))
     add("--base-model", default=None, help="default: the pipeline's base model (the bundled e5 on the CPU profile)")
     add("--out", type=Path, default=Path("outputs/bench_retrievers"))
+    add("--reranker", action=argparse.BooleanOptionalAction, default=True,
+        help="train a reranker for each model and add the reranked rows (default: %(default)s)")
+    add("--rerank-depths", default=None, help="first-stage chunks the reranker re-scores, e.g. 20,50 "
+        "(default: the pipeline's)")
+    add("--reranker-config", default="", metavar="NAME=VALUE,...",
+        help="reranker settings (e.g. reranker_epochs=2); default: the pipeline's")
     add("--no-progress", action="store_true")
     return p
 
@@ -147,6 +163,9 @@ def main(argv: list[str] | None = None, writer_factory=None) -> int:
                             llm_model=args.llm_model, cache_dir=args.cache_dir, models_dir=args.models_dir,
                             base_model=args.base_model, retriever_margin=args.retriever_margin)
         settings = ch.config_settings(settings, ch.parse_config(args.generation, GENERATION_FIELDS))
+        settings = ch.config_settings(settings, ch.parse_config(args.reranker_config, RERANKER_FIELDS))
+        if args.rerank_depths:
+            settings = ch.config_settings(settings, {"rerank_depths": args.rerank_depths})
         configs = [(c, ch.config_settings(settings, ch.parse_config(c))) for c in (args.config or DEFAULT_CONFIGS)]
     except (BenchInputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -184,17 +203,21 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
           file=sys.stderr)
 
     base_path = ch.resolve_base_model(args.base_model or settings.resolved_base_model(), settings)
-    rows, choices = retriever_rows("base", base_path, val, tests, settings)
-    choices = [choices]
     training = {}
     with tempfile.TemporaryDirectory(prefix="bench-retrievers-") as tmp:
         fit.save(Path(tmp) / "fit.json")
         val.save(Path(tmp) / "val.json")
+        reranker = _reranker(args, base_path, base_path, Path(tmp) / "fit.json", Path(tmp) / "reranker-base",
+                             settings, training, "base")
+        rows, choices = retriever_rows("base", base_path, val, tests, settings, reranker)
+        choices = [choices]
         for label, cfg in configs:
             model_dir = Path(tmp) / ch.config_slug(label)
             result = train_model(base_path, Path(tmp) / "fit.json", model_dir, cfg, val_dataset=Path(tmp) / "val.json")
             training[label] = {"steps": result.steps, "pairs": result.n_pairs, "best_checkpoint": result.best_checkpoint}
-            model_rows, choice = retriever_rows(f"tuned [{label}]", str(model_dir), val, tests, settings)
+            reranker = _reranker(args, base_path, str(model_dir), Path(tmp) / "fit.json",
+                                 Path(tmp) / f"reranker-{ch.config_slug(label)}", settings, training, label)
+            model_rows, choice = retriever_rows(f"tuned [{label}]", str(model_dir), val, tests, settings, reranker)
             rows += model_rows[1:]  # BM25 is the same for every model
             choices.append(choice)
     table = result_table(rows)
@@ -208,6 +231,20 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
     report_results(out, summary, table, *notes,
                    markdown=table + "\n\n" + json.dumps(choices, ensure_ascii=False, indent=1) + "\n")
     return 0
+
+
+def _reranker(args, base_path: str, first_stage: str, fit: Path, out: Path, settings: Settings,
+              training: dict, label: str) -> Path | None:
+    """The pipeline's reranker, trained on the fit questions with ``first_stage``'s negatives."""
+    if not args.reranker:
+        return None
+    from tasks.models.reranker import prepare_reranker_start
+    from tasks.reranking.training import train_reranker
+
+    start = prepare_reranker_start(settings.resolved_reranker_model(), Path(base_path), settings)
+    result = train_reranker(str(start), first_stage, fit, out, settings)
+    training[f"reranker [{label}]"] = {"steps": result.steps, "pairs": result.n_pairs, "seconds": result.train_seconds}
+    return result.path
 
 
 if __name__ == "__main__":

@@ -40,12 +40,13 @@ The **group** column says which stage reads a setting (`SETTING_GROUPS` in
 `tasks/core/settings.py`): changing it re-runs that stage and what depends on its output, and
 nothing else. `documents`: the documents stage; `chunking`: split and chunks; `generation`:
 questions (the LLM is asked again only for what its per-chunk cache has not seen);
-`models`: base-model; `training`: training; `evaluation` and `promotion`: the evaluations
+`models`: base-model; `training`: training; `reranking`: reranker-model and reranker (the
+evaluations read its depths and shares too); `evaluation` and `promotion`: the evaluations
 and the decision, which run every time; `paths`: where things are.
 
 The flow's one Prefect parameter is this model, so a deployment's `parameters.settings` and
-the Prefect UI's form use the same names. Lists (`interpolation_alphas`, `fusion_weights`)
-are written `0.25,0.5` on the command line and in the environment. A yes/no setting has a
+the Prefect UI's form use the same names. Lists (`interpolation_alphas`, `fusion_weights`,
+`rerank_depths`, `rerank_weights`) are written `0.25,0.5` on the command line and in the environment. A yes/no setting has a
 flag and its `--no-` form. "unset" means the value is chosen at run time, as the
 description says.
 

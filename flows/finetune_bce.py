@@ -36,10 +36,11 @@ from tasks.core.settings import Settings
 from tasks.core.stage import StageRuns
 from tasks.documents.stage import read_documents
 from tasks.evaluation.stage import evaluate, human_questions
-from tasks.models.stage import prepare_base
+from tasks.models.stage import prepare_base, prepare_reranker
 from tasks.questions.stage import generate, round_trip
 from tasks.registry import release
 from tasks.registry.stage import register_and_promote
+from tasks.reranking.stage import train_reranker_stage
 from tasks.reporting.artifacts import publish_run_artifacts
 from tasks.retrieval.retriever import candidates
 from tasks.reporting.run_outputs import (publish_generation_report, publish_skipped_inputs, run_summary,
@@ -88,14 +89,21 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
     trained = stages.run(train, base["path"], train_dataset, out / "model", settings, questions.val_dataset,
                          settings.guard_dataset, scores)
 
+    # The second stage: a cross-encoder on the same questions, negatives from the first stage's top ranks.
+    reranker = None
+    if settings.rerank:
+        start = stages.run(prepare_reranker, settings.resolved_reranker_model(), base["path"], settings)
+        reranker = stages.run(train_reranker_stage, start["path"], out / "model", train_dataset, out / "reranker",
+                              settings)["path"]
+
     # Every model on every question set; promotion and the shipped retriever use validation only.
-    contenders = release.contenders(out, base["path"], out / "model", champion)
-    val = evaluate_models(stages, contenders.models, questions.val_dataset, settings, scores)
-    guard = evaluate_models(stages, contenders.models, settings.guard_dataset, settings, scores)
+    contenders = release.contenders(out, base["path"], out / "model", champion, reranker)
+    val = evaluate_models(stages, contenders, questions.val_dataset, settings, scores)
+    guard = evaluate_models(stages, contenders, settings.guard_dataset, settings, scores)
     decision = release.decide(contenders, val, guard, trained, questions.val_dataset, settings)
     release.update_model_card(out / "model", decision.card)  # before the registry copies the model
     stages.run(register_and_promote, out, contenders.run_id, out / "model", contenders.fingerprint,
-               decision.promotion["promote"], decision.record)
+               decision.promotion["promote"], decision.record, reranker)
     stages.logger.info("shipped retriever: %s with the %s model", decision.retriever["description"],
                        decision.retriever["model"])
 
@@ -106,7 +114,7 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
         found = stages.run(human_questions, people, chunks.chunks_path, out / "human_dataset.json")
         if found.dataset is not None:
             metrics["human"] = release.table_rows(
-                evaluate_models(stages, contenders.models, found.dataset, settings, scores), decision.retriever)
+                evaluate_models(stages, contenders, found.dataset, settings, scores), decision.retriever)
 
     summary = run_summary(out, base, settings, decision.promotion, stages.summary())
     write_outputs(out, metrics, summary, settings)
@@ -114,17 +122,22 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
     return {"metrics": metrics, "summary": summary}
 
 
-def evaluate_models(stages: StageRuns, models: dict[str, Path], dataset: Path | None, settings: Settings,
+def evaluate_models(stages: StageRuns, contenders: release.Contenders, dataset: Path | None, settings: Settings,
                     scores: Path) -> dict:
-    """``{model: {retriever: metrics}}`` for each model on ``dataset`` ({} without one)."""
+    """``{model: {retriever: metrics}}`` for each model on ``dataset`` ({} without one); a
+    model with a reranker also gets its first stage + reranker at each depth."""
     if dataset is None:
         return {}
     set_name = Path(dataset).stem.removesuffix("_dataset") or "val"
-    retrievers = [spec.to_dict() for spec in candidates(settings.fusion_weights, settings.bm25_tokenizer)]
-    return {side: stages.run(evaluate, path, dataset, settings.eval_batch_size, retrievers,
-                             trust_remote_code=settings.trust_remote_code, set_name=set_name, label=side,
-                             score_cache=scores)
-            for side, path in models.items()}
+    grids = {}
+    for side, path in contenders.models.items():
+        reranker = contenders.rerankers.get(side)
+        specs = candidates(settings.fusion_weights, settings.bm25_tokenizer, settings.rerank_depths if reranker else (),
+                           settings.rerank_weights)
+        grids[side] = stages.run(evaluate, path, dataset, settings.eval_batch_size, [s.to_dict() for s in specs],
+                                 trust_remote_code=settings.trust_remote_code, set_name=set_name, label=side,
+                                 score_cache=scores, reranker_path=reranker)
+    return grids
 
 
 def main(argv: list[str] | None = None, run_flow: Callable[..., dict] = finetune_bce) -> int:

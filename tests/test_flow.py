@@ -107,18 +107,20 @@ def test_outputs_follow_the_contract(two_runs):
     assert set(train["corpus"]) <= set(val["corpus"])
 
     metrics = json.loads((out / "metrics.json").read_text())
-    # Validation set: BM25, "base"/"finetuned" ("champion" too once another run was promoted)
-    # and the shipped retriever; the shipped guard set under "guard" and the
-    # human_questions.json beside the PDFs under "human", with the same labels.
-    assert set(metrics) == {"bm25", "base", "finetuned", "shipped", "retriever", "guard", "human"}
-    assert set(metrics["guard"]) == set(metrics["human"]) == {"bm25", "base", "finetuned", "shipped"}
+    # Validation set: BM25, "base"/"finetuned" ("champion" too once another run was promoted),
+    # the tuned first stage with the run's reranker on its top 20, and the shipped retriever;
+    # the shipped guard set under "guard" and the human_questions.json beside the PDFs under
+    # "human", with the same labels.
+    rows = {"bm25", "base", "finetuned", "reranked@20", "shipped"}
+    assert set(metrics) == rows | {"retriever", "guard", "human"}
+    assert set(metrics["guard"]) == set(metrics["human"]) == rows
     for side in (metrics["base"], metrics["finetuned"], *metrics["guard"].values(), *metrics["human"].values()):
         if "cosine_ndcg@10" not in side:
             continue  # BM25 and fused rows carry their own prefix
         for key in CONTRACT_METRICS:
             assert 0.0 <= side[key] <= 1.0, key
     for rows in (metrics, metrics["guard"], metrics["human"]):
-        for label in ("bm25", "shipped"):
+        for label in ("bm25", "reranked@20", "shipped"):
             assert 0.0 <= metric_value(rows[label], "ndcg@10") <= 1.0
     assert (out / "metrics.png").read_bytes().startswith(b"\x89PNG")
     # Every distinct model is kept under runs/; an unchanged rerun adds no run.
@@ -129,7 +131,7 @@ def test_outputs_follow_the_contract(two_runs):
     assert "ndcg@10" in first.stdout
     # One table a user can read: every row named, the keyword index included.
     header = next(line for line in first.stdout.splitlines() if line.startswith("metric"))
-    assert header.split()[:5] == ["metric", "bm25", "base", "finetuned", "shipped"]
+    assert header.split()[:6] == ["metric", "bm25", "base", "finetuned", "reranked@20", "shipped"]
     assert "shipped vs bm25 (pts)" in header and "shipped retriever:" in first.stdout
 
 
@@ -142,7 +144,10 @@ def test_the_shipped_retriever_is_chosen_on_validation_and_recorded(two_runs):
     metrics = json.loads((out / "metrics.json").read_text())
     retriever = metrics["retriever"]
     val_scores = retriever["validation_ndcg@10"]
-    assert len(val_scores) == 12  # BM25, nine fusions, dense, RRF
+    # BM25, nine fusions, dense, RRF, and for this run's model the even fusion reranked (the
+    # base model, served when the run is not promoted, has no reranker of its own).
+    assert len(val_scores) == (13 if retriever["model"] == "finetuned" else 12)
+    assert ("hybrid w=0.5 + rerank@20" in val_scores) == (retriever["model"] == "finetuned")
     # The even mix unless a candidate beats it on validation by more than the margin.
     gains, label = retriever["gain_over_default_se"], retriever["label"]
     assert retriever["default"] == "hybrid w=0.5" and set(gains) == set(val_scores) - {"hybrid w=0.5"}
@@ -184,7 +189,8 @@ def test_questions_written_by_people_are_reported(two_runs):
 
     report = (out / "report.md").read_text()
     section = report.split("## Retrieval on questions written by people", 1)[1]
-    ndcg = [metric_value(summary["metrics"]["human"][m], "ndcg@10") for m in ("bm25", "base", "finetuned", "shipped")]
+    ndcg = [metric_value(summary["metrics"]["human"][m], "ndcg@10")
+            for m in ("bm25", "base", "finetuned", "reranked@20", "shipped")]
     assert "| ndcg@10 | " + " | ".join(f"{v:.4f}" for v in ndcg) + " |" in section
     assert "report only" in section and "`elsewhere`: no chunk comes from c.pdf" in section
     assert "questions written by people about these PDFs" in first.stdout
@@ -203,7 +209,7 @@ def test_model_folder_loads_offline_with_its_prompts(two_runs):
 def test_summary_counts_every_stage(two_runs):
     _, _, summary, _, _ = two_runs
     stages = summary["stages"]
-    for name in ("documents", "split", "chunks", "questions", "base-model", "training",
+    for name in ("documents", "split", "chunks", "questions", "base-model", "training", "reranker-model", "reranker",
                  "evaluate · val · base", "evaluate · val · finetuned", "evaluate · guard · finetuned", "promotion"):
         assert name in stages and stages[name]["seconds"] >= 0, name
     assert stages["documents"]["files"] == 2 and stages["documents"]["skipped"] == 0
@@ -214,7 +220,18 @@ def test_summary_counts_every_stage(two_runs):
     assert stages["questions"]["llm_requests_sent"] == n_chunks
     assert stages["questions"]["cache_hits"] == 0
     assert stages["training"]["steps_run"] > 0
+    assert stages["reranker"]["steps_run"] > 0 and stages["reranker"]["pairs"] > stages["reranker"]["questions"]
     assert Path(summary["base_model"]["path"]).is_dir()
+
+
+def test_the_reranker_is_kept_with_its_run_and_loads_as_a_cross_encoder(two_runs):
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    out = two_runs[0]
+    (run,) = [p for p in (out / "runs").iterdir() if not p.name.startswith(".")]
+    for folder in (out / "reranker", run / "reranker"):
+        scores = CrossEncoder(str(folder), local_files_only=True).predict([("问题？", "一段文字。"), ("问题？", "另一段。")])
+        assert len(scores) == 2
 
 
 def test_each_model_embeds_each_question_set_once(two_runs):
@@ -244,6 +261,7 @@ def test_second_run_does_no_generation_and_no_training(two_runs):
     assert second["stages"]["questions"]["llm_requests_sent"] == 0
     assert second["stages"]["training"]["steps_run"] == 0
     assert second["stages"]["training"]["cached"] is True
+    assert second["stages"]["reranker"]["cached"] is True and second["stages"]["reranker"]["steps_run"] == 0
     # The cached evaluations report exactly what the first run measured.
     assert json.loads((out / "metrics.json").read_text()) == first["metrics"]
     assert "Output folder:" in second_proc.stdout

@@ -28,6 +28,8 @@ from tasks.core.errors import SettingsError, UndeclaredSettingError
 BUNDLED_E5 = "bundled:multilingual-e5-small"
 BUNDLED_QWEN = "bundled:qwen2.5-coder-1.5b-instruct-q4_k_m"
 BCE_MODELSCOPE_ID = "maidalun/bce-embedding-base_v1"
+BCE_RERANKER_MODELSCOPE_ID = "maidalun/bce-reranker-base_v1"
+RERANKER_FROM_BASE = "base"  # reranker_model: train one from the base embedding model's encoder
 GPU_LLM_ID = "Qwen/Qwen2.5-7B-Instruct"
 
 # The original recipe's task with its one-shot example. The rules come first and the
@@ -280,6 +282,39 @@ class Settings(BaseSettings):
         "the best on validation.",
     )
 
+    # --- the second stage: a reranker on the first stage's top chunks (tasks/reranking/) -----------
+    rerank: bool = Field(
+        True,
+        description="Train a cross-encoder reranker on the run's questions and offer the first stage + reranker "
+        "as a retriever (shipped only if validation prefers it; see --retriever-margin).",
+    )
+    reranker_model: str | None = Field(
+        None,
+        description="What the reranker starts from: a local cross-encoder folder, a ModelScope/Hugging Face id, or "
+        "'base' (the base embedding model's encoder with a new scoring head). Default: 'base' (cpu profile) or "
+        "maidalun/bce-reranker-base_v1 (gpu profile).",
+    )
+    rerank_depths: Annotated[list[int], NoDecode] = Field(
+        [20],
+        description="How many of the first stage's top chunks the reranker re-scores; each depth is a candidate "
+        "retriever (e.g. '20,50').",
+    )
+    rerank_weights: Annotated[list[float], NoDecode] = Field(
+        [0.5, 1.0],
+        description="The reranker's share w of the top chunks' score, w·z(reranker) + (1−w)·z(first stage); each "
+        "share at each depth is a candidate retriever (1: the reranker's order alone).",
+    )
+    reranker_negatives: int = Field(
+        4, ge=1, description="Wrong chunks from the first stage's top ranks that come with each training question "
+        "(its hard negatives; the loss adds as many of the batch's other chunks)."
+    )
+    reranker_epochs: int = Field(2, ge=0, description="Reranker training epochs; 0: use the starting model as it is.")
+    reranker_learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of reranker training.")
+    reranker_batch_size: int = Field(8, gt=1, description="Training questions per reranker step.")
+    reranker_max_length: int = Field(
+        256, gt=0, description="Tokens of question + chunk the reranker reads (the rest of a long chunk is cut)."
+    )
+
     # --- guard set and promotion (see tasks/registry/promotion.py, data/guard/) -------------
     guard_dataset: Path | None = Field(
         Path("data/guard/guard_dataset.json"),
@@ -328,7 +363,7 @@ class Settings(BaseSettings):
             raise ValueError(f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})")
         return overlap
 
-    @field_validator("interpolation_alphas", "fusion_weights", mode="before")
+    @field_validator("interpolation_alphas", "fusion_weights", "rerank_depths", "rerank_weights", mode="before")
     @classmethod
     def _alphas_from_text(cls, value: Any) -> Any:
         # From the command line or BCE_INTERPOLATION_ALPHAS: "0.25,0.5,1" (or JSON "[0.5]").
@@ -347,6 +382,10 @@ class Settings(BaseSettings):
             )
         if any(not 0 <= a <= 1 for a in self.interpolation_alphas):
             raise ValueError(f"interpolation_alphas must lie in [0, 1], got {self.interpolation_alphas}")
+        if any(not 0 < w <= 1 for w in self.rerank_weights):
+            raise ValueError(f"rerank_weights must lie in (0, 1], got {self.rerank_weights}")
+        if any(k < 1 for k in self.rerank_depths):
+            raise ValueError(f"rerank_depths must be at least 1, got {self.rerank_depths}")
         if any(not 0 <= w <= 1 for w in self.fusion_weights):
             raise ValueError(f"fusion_weights must lie in [0, 1], got {self.fusion_weights}")
         for name in ("context_str", "num_questions_per_chunk"):
@@ -373,6 +412,12 @@ class Settings(BaseSettings):
         if self.base_model:
             return self.base_model
         return BUNDLED_E5 if self.profile == "cpu" else BCE_MODELSCOPE_ID
+
+    def resolved_reranker_model(self) -> str:
+        """What the reranker starts from: the setting, else by profile (see ``reranker_model``)."""
+        if self.reranker_model:
+            return self.reranker_model
+        return BCE_RERANKER_MODELSCOPE_ID if self.profile == "gpu" else RERANKER_FROM_BASE
 
     def resolved_llm_backend(self) -> str:
         if self.llm_backend:
@@ -431,6 +476,9 @@ SETTING_GROUPS: dict[str, tuple[str, ...]] = {
     "evaluation": ("eval_batch_size", "bm25_tokenizer", "fusion_weights", "guard_dataset", "human_questions",
                    "trust_remote_code"),
     "promotion": ("promotion_guard_margin", "promotion_min_gain", "retriever_margin"),
+    "reranking": ("profile", "models_dir", "model_hub", "seed", "trust_remote_code", "eval_batch_size",
+                  "bm25_tokenizer", "rerank", "reranker_model", "rerank_depths", "rerank_weights", "reranker_negatives",
+                  "reranker_epochs", "reranker_learning_rate", "reranker_batch_size", "reranker_max_length"),
 }
 
 

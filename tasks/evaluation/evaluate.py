@@ -94,17 +94,22 @@ def evaluate_retrievers(
     *,
     trust_remote_code: bool = False,
     score_cache: Path | None = None,
+    reranker_path: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every retriever in ``specs`` built from ``model_path`` and BM25 over the
-    dataset's corpus: ``{spec.label: metrics}``.
+    dataset's corpus (and, for reranked specs, the cross-encoder at ``reranker_path``):
+    ``{spec.label: metrics}``.
 
     The model embeds the questions and chunks once (or its scores come from ``score_cache``,
     a :class:`~tasks.retrieval.dense_cache.DenseScoreCache` folder, when the same weights
     scored the same texts before); BM25 (with the specs' tokenizer) indexes the same chunks;
     every spec is a ranking of those two score matrices
-    (:func:`tasks.retrieval.retriever.combine`). The ``dense`` entry carries the
-    ``cosine_`` keys of :func:`evaluate_model`, with the same values.
+    (:func:`tasks.retrieval.retriever.ranking`). The ``dense`` entry carries the
+    ``cosine_`` keys of :func:`evaluate_model`, with the same values. Reranked specs are
+    left out without a reranker.
     """
+    from tasks.retrieval.first_stage import first_stage_scores
+    from tasks.retrieval.rerank import CrossEncoderReranker
     from tasks.retrieval.retriever import score_grid
 
     if not isinstance(dataset, QADataset):
@@ -112,30 +117,17 @@ def evaluate_retrievers(
     tokenizers = {s.tokenizer for s in specs}
     if len(tokenizers) != 1:
         raise ValueError(f"one BM25 tokenizer per evaluation, got {sorted(tokenizers)}")
-    evaluator, dense, lexical = retrieval_scores(model_path, dataset, tokenizers.pop(), batch_size, name,
-                                                 trust_remote_code=trust_remote_code, score_cache=score_cache)
+    evaluator, dense, lexical = first_stage_scores(model_path, dataset, tokenizers.pop(), batch_size, name,
+                                                   trust_remote_code=trust_remote_code, score_cache=score_cache)
+    score_pairs = None
+    if reranker_path is not None and any(s.rerank_k for s in specs):
+        score_pairs = CrossEncoderReranker(reranker_path, batch_size, trust_remote_code=trust_remote_code).scorer(
+            evaluator.queries, evaluator.corpus, show_progress_bar=True)
+    else:
+        specs = [s for s in specs if not s.rerank_k]
     logger.info("evaluating %d retrievers on %d questions against %d chunks (%s)",
                 len(specs), len(evaluator.queries), len(evaluator.corpus), name)
-    grid = score_grid(dataset, dense, lexical, specs, evaluator)
+    grid = score_grid(dataset, dense, lexical, specs, evaluator, score_pairs)
     if "dense" in grid:  # the cosine_ keys every earlier table and metrics.json used
         grid["dense"] = {k.replace("dense_", "cosine_", 1): v for k, v in grid["dense"].items()}
     return grid
-
-
-def retrieval_scores(
-    model_path: str, dataset: QADataset, tokenizer: str = "char", batch_size: int = 32, name: str = "val",
-    *, trust_remote_code: bool = False, score_cache: Path | None = None,
-) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(evaluator, dense scores, BM25 scores) of every question (rows, the evaluator's order)
-    against every chunk (columns, the corpus order): what every retriever is ranked from."""
-    from sentence_transformers import SentenceTransformer
-
-    from tasks.retrieval.dense_cache import DenseScoreCache
-    from tasks.retrieval.lexical import BM25Index
-    from tasks.retrieval.metrics import model_evaluator
-
-    model = SentenceTransformer(model_path, trust_remote_code=trust_remote_code)
-    evaluator = model_evaluator(model, dataset, batch_size, name)
-    dense = DenseScoreCache(score_cache).scores(model, dataset, batch_size, evaluator)
-    lexical = BM25Index.build(evaluator.corpus_ids, evaluator.corpus, tokenizer).score_matrix(evaluator.queries)
-    return evaluator, dense, lexical

@@ -279,19 +279,35 @@ def download_snapshot(model_id: str, hub: str, cache_dir: Path) -> Path:
     raise ValueError(f"unknown model hub {hub!r}")
 
 
-def _download(spec: str, hub: str, cache_dir: Path) -> Path:
+def _download(spec: str, hub: str, cache_dir: Path, what: str, fix: str) -> Path:
     try:
         path = download_snapshot(spec, hub, cache_dir)
     except Exception as exc:
         hint = f" (there is no local folder {spec} either)" if "/" in spec else ""
         raise BaseModelError(
-            f"could not download base model {spec!r} from {hub}{hint}: {type(exc).__name__}: {exc}. "
-            "Fix: pass a local model folder with --base-model /path/to/model, "
-            f"or run offline with --base-model {BUNDLED_E5}."
+            f"could not download {what} {spec!r} from {hub}{hint}: {type(exc).__name__}: {exc}. Fix: {fix}"
         ) from exc
     if not Path(path).is_dir():
         raise BaseModelError(f"downloading {spec!r} from {hub} gave {path}, which is not a folder")
     return Path(path)
+
+
+def hub_snapshot(spec: str, settings: Settings, what: str = "base model", fix: str | None = None) -> Path:
+    """The local folder of model id ``spec`` from ``settings.model_hub``: an earlier download
+    when there is one (so reruns work offline), else a new one under ``models_dir/hub``."""
+    hub: Source = settings.model_hub
+    cache_dir = Path(settings.models_dir) / "hub"
+    record = cache_dir / "refs" / f"{model_slug(spec)}.{hub}.json"
+    try:
+        folder: Path | None = Path(json.loads(record.read_text(encoding="utf-8"))["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        folder = None
+    if folder is None or not folder.is_dir():
+        logger.info("downloading %s %s from %s", what, spec, hub)
+        folder = _download(spec, hub, cache_dir, what, fix or (
+            f"pass a local model folder with --base-model /path/to/model, or run offline with --base-model {BUNDLED_E5}."))
+        write_json_atomic(record, {"spec": spec, "hub": hub, "path": str(folder)})
+    return folder
 
 
 # ---------------------------------------------------------------------------- main
@@ -400,15 +416,5 @@ def prepare_base_model(settings: Settings, spec: str | None = None) -> BaseModel
         )
 
     # A model id: reuse an earlier download before touching the network, so reruns work offline.
-    hub: Source = settings.model_hub
-    cache_dir = Path(settings.models_dir) / "hub"
-    record = cache_dir / "refs" / f"{model_slug(spec)}.{hub}.json"
-    try:
-        folder: Path | None = Path(json.loads(record.read_text(encoding="utf-8"))["path"])
-    except (OSError, ValueError, KeyError, TypeError):
-        folder = None
-    if folder is None or not folder.is_dir():
-        logger.info("downloading base model %s from %s", spec, hub)
-        folder = _download(spec, hub, cache_dir)
-        write_json_atomic(record, {"spec": spec, "hub": hub, "path": str(folder)})
-    return _from_folder(spec, folder, settings, hub, spec, {"hub": hub})
+    folder = hub_snapshot(spec, settings)
+    return _from_folder(spec, folder, settings, settings.model_hub, spec, {"hub": settings.model_hub})

@@ -22,3 +22,12 @@ def prepare_base(model: Path | str, settings: Settings) -> dict[str, Any]:
 
     info = asdict(prepare_base_model(settings, spec=str(model)))
     return {**info, "path": Path(info["path"])}
+
+
+@stage("reranker-model", settings=("reranking",), retries=1)
+def prepare_reranker(spec: str, base_path: Path, settings: Settings) -> dict[str, Any]:
+    """The folder the reranker is trained from: ``spec`` (``base``, a local folder or a hub
+    id, downloaded once) resolved against the prepared base model at ``base_path``."""
+    from tasks.models.reranker import prepare_reranker_start
+
+    return {"spec": spec, "path": prepare_reranker_start(spec, Path(base_path), settings)}

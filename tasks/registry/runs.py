@@ -4,6 +4,7 @@ Layout under ``output_dir``::
 
     runs/<run_id>/            one folder per distinct fine-tuned model, never overwritten
         model/                a copy of the model as it was evaluated
+        reranker/             a copy of its reranker, when the run trained one
         run.json              id, model fingerprint, creation time
         metrics.json, report.md, metrics.png, promotion.json, summary.json
     current.json              the champion: {"run_id", "model_path": "runs/<id>/model", ...}
@@ -55,6 +56,7 @@ class Champion:
     run_id: str
     model_path: Path
     model_fingerprint: str | None
+    reranker_fingerprint: str | None = None  # None: the run has no reranker
 
 
 def new_run_id(now: datetime, model_fingerprint: str) -> str:
@@ -70,14 +72,16 @@ def run_dir(output_dir: Path, run_id: str) -> Path:
     return Path(output_dir) / RUNS_DIR / run_id
 
 
-def find_run(output_dir: Path, model_fingerprint: str) -> str | None:
-    """Id of the registered run whose model has this fingerprint, if any."""
+def find_run(output_dir: Path, model_fingerprint: str, reranker_fingerprint: str | None = None) -> str | None:
+    """Id of the registered run whose model (and reranker; None: none) has this fingerprint, if any."""
     runs = Path(output_dir) / RUNS_DIR
     if not runs.is_dir():
         return None
     for record in sorted(runs.glob(f"*/{RUN_RECORD}")):
         try:
-            if json.loads(record.read_text(encoding="utf-8")).get("model_fingerprint") == model_fingerprint:
+            data = json.loads(record.read_text(encoding="utf-8"))
+            if (data.get("model_fingerprint"), data.get("reranker_fingerprint")) == (model_fingerprint,
+                                                                                      reranker_fingerprint):
                 return record.parent.name
         except (OSError, json.JSONDecodeError):
             logger.warning("ignoring unreadable %s", record)
@@ -91,8 +95,10 @@ def register_run(
     model_fingerprint: str,
     files: dict[str, str | bytes],
     record: dict[str, Any] | None = None,
+    folders: dict[str, Path] | None = None,
 ) -> Path:
-    """Copy ``model_dir`` and write ``files`` into ``runs/<run_id>/``, all in one rename.
+    """Copy ``model_dir`` (and each of ``folders`` under its name, e.g. the reranker) and
+    write ``files`` into ``runs/<run_id>/``, all in one rename.
 
     Copies, not hard links: a later run may rewrite the files of ``model_dir`` in place,
     and a link would silently change the registered model with them.
@@ -104,6 +110,8 @@ def register_run(
         raise FileExistsError(f"{final} exists already; runs are never overwritten")
     with replace_folder(final, if_exists="fail") as tmp:
         shutil.copytree(model_dir, tmp / "model")
+        for name, folder in (folders or {}).items():
+            shutil.copytree(folder, tmp / name)
         for name, content in files.items():
             data = content.encode("utf-8") if isinstance(content, str) else content
             (tmp / name).write_bytes(data)
@@ -130,7 +138,8 @@ def read_champion(output_dir: Path) -> Champion | None:
             model_path, pointer,
         )
         return None
-    return Champion(run_id=run_id, model_path=model_path, model_fingerprint=data.get("model_fingerprint"))
+    return Champion(run_id=run_id, model_path=model_path, model_fingerprint=data.get("model_fingerprint"),
+                    reranker_fingerprint=data.get("reranker_fingerprint"))
 
 
 def set_champion(output_dir: Path, run_id: str, info: dict[str, Any] | None = None) -> None:
@@ -143,6 +152,7 @@ def set_champion(output_dir: Path, run_id: str, info: dict[str, Any] | None = No
     write_json_atomic(
         output_dir / POINTER,
         {"run_id": run_id, "model_path": model_rel, "model_fingerprint": record.get("model_fingerprint"),
+         **({"reranker_fingerprint": record["reranker_fingerprint"]} if record.get("reranker_fingerprint") else {}),
          **(info or {})},
     )
     _point_link(output_dir / LINK, Path(model_rel))

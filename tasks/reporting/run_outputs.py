@@ -17,8 +17,9 @@ TABLE_ROWS = ("bm25", "base", "champion", "finetuned", "shipped")
 
 def validation_rows(metrics: dict) -> dict:
     """The validation-set columns of metrics.json, in table order (BM25, base, champion,
-    fine-tuned, shipped)."""
-    return {k: metrics[k] for k in TABLE_ROWS if k in metrics}
+    fine-tuned, the tuned first stage reranked at each depth, shipped)."""
+    order = [*TABLE_ROWS[:-1], *(k for k in metrics if k.startswith("reranked@")), TABLE_ROWS[-1]]
+    return {k: metrics[k] for k in order if k in metrics}
 
 
 def json_text(obj: Any) -> str:

@@ -296,6 +296,9 @@ def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None
     if dense is not None and bm25 is not None and dense < bm25:
         lines.append(f"- the fine-tuned dense model alone trails BM25 on validation by {(bm25 - dense) * 100:.1f} "
                      "NDCG@10 pts")
+    if retriever.get("rerank_k"):
+        lines.append(f"- the reranker re-scores the first stage's top {retriever['rerank_k']}: the run's cross-encoder, "
+                     "kept in its run folder (`runs/<run_id>/reranker`, a sentence-transformers `CrossEncoder`)")
     lines.append("- `python -m flows.query` searches with exactly this retriever")
     return lines
 

@@ -45,6 +45,7 @@ from tasks.retrieval.lexical import TOKENIZERS, BM25Index
 from tasks.core.settings import Settings
 
 if TYPE_CHECKING:
+    from tasks.retrieval.rerank import CrossEncoderReranker
     from tasks.retrieval.retriever import RetrieverSpec
 
 logger = logging.getLogger(__name__)
@@ -123,16 +124,21 @@ class Searcher:
     questions cost one query embedding each (or one batch for :meth:`search_many`).
     """
 
-    def __init__(self, index: Any, retriever: RetrieverSpec | None = None, bm25: BM25Index | None = None):
+    def __init__(self, index: Any, retriever: RetrieverSpec | None = None, bm25: BM25Index | None = None,
+                 reranker: CrossEncoderReranker | None = None):
         from tasks.retrieval.retriever import RetrieverSpec
 
         self.index = index
         self.retriever = retriever or RetrieverSpec("dense")
+        if self.retriever.rerank_k and reranker is None:
+            raise ValueError(f"{self.retriever.label} needs a reranker (a CrossEncoderReranker)")
+        self.reranker = reranker
         nodes = index.docstore.docs
         self.bm25 = bm25 or (BM25Index.build(list(nodes), [n.get_content() for n in nodes.values()],
                                              self.retriever.tokenizer) if self.retriever.uses_bm25 else None)
         self.chunk_ids = self.bm25.chunk_ids if self.bm25 is not None else list(nodes)
         self.nodes = [nodes[c] for c in self.chunk_ids]
+        self.texts = [n.get_content() for n in self.nodes]
         self._vectors = None
 
     def _dense(self, questions: list[str]) -> np.ndarray:
@@ -149,12 +155,14 @@ class Searcher:
         return model.similarity(q, self._vectors.to(q.device)).cpu().numpy()
 
     def scores(self, questions: list[str]) -> np.ndarray:
-        """The retriever's score of every chunk (columns: :attr:`chunk_ids`) for each question."""
-        from tasks.retrieval.retriever import combine
+        """The retriever's score of every chunk (columns: :attr:`chunk_ids`) for each question;
+        with a reranker, the cross-encoder's for the first stage's top k."""
+        from tasks.retrieval.retriever import ranking
 
         dense = self._dense(questions) if self.retriever.uses_dense else None
         lexical = self.bm25.score_matrix(questions) if self.retriever.uses_bm25 else None
-        return combine(self.retriever, dense, lexical)
+        pairs = self.reranker.scorer(questions, self.texts) if self.retriever.rerank_k else None
+        return ranking(self.retriever, dense, lexical, pairs, self.chunk_ids)
 
     def search_many(self, questions: list[str], top_k: int = 5) -> list[list[Hit]]:
         """The ``top_k`` chunks of each question, best first (ties: the lower chunk id first)."""

@@ -1,12 +1,15 @@
-"""The retriever a run ships: BM25, a dense model, or the two fused, and how it is chosen.
+"""The retriever a run ships: BM25, a dense model, or the two fused, optionally with a
+reranker on top, and how it is chosen.
 
 A :class:`RetrieverSpec` names one way of ranking chunks. :func:`candidates` lists the
 ones a run compares — BM25 alone, the dense model alone, z-score fusion at each weight of
-a grid, and RRF — :func:`score_grid` ranks a dataset every way at once from the two
-score matrices, and :func:`choose` picks the best on the validation questions (never on
-the questions people wrote, which only report). :func:`combine` is the single place
-where the two score matrices become one ranking: the evaluate stage and
-``flows.query`` both call it, so what is measured is what is searched.
+a grid, RRF, and, when the run trained a reranker, the even fusion with its top ``k``
+reranked (:mod:`tasks.retrieval.rerank`) — :func:`score_grid` ranks a dataset every way at
+once, and :func:`choose` picks the best on the validation questions (never on the
+questions people wrote, which only report). :func:`combine` is the single place where the
+two score matrices become the first stage's ranking, and :func:`ranking` adds the
+reranker: the evaluate stage and ``flows.query`` both call them, so what is measured is
+what is searched.
 
 Example::
 
@@ -15,12 +18,14 @@ Example::
     ('hybrid w=0.4', True)
     >>> [s.label for s in candidates([0.0, 0.5, 1.0])]
     ['bm25', 'hybrid w=0.5', 'dense', 'rrf']
+    >>> [s.label for s in candidates([0.5], rerank_depths=[20], rerank_weights=[0.5, 1.0])][-2:]
+    ['hybrid w=0.5 + rerank@20 mix 0.5', 'hybrid w=0.5 + rerank@20']
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +34,7 @@ from tasks.retrieval.fusion import rrf_fusion, zscore_fusion
 
 Kind = Literal["bm25", "dense", "hybrid", "rrf"]
 
+RERANK_MARK = " + rerank@"  # in the label of every reranked retriever
 DEFAULT_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 
 
@@ -37,6 +43,8 @@ class RetrieverSpec:
     kind: Kind
     w_dense: float | None = None  # hybrid only: the dense share of the z-score fusion
     tokenizer: str = "char"  # BM25's (tasks.retrieval.lexical)
+    rerank_k: int | None = None  # the first stage's top k re-scored by the run's reranker; None: no reranker
+    rerank_weight: float = 1.0  # the reranker's share of the top k's score; the rest is the first stage's
 
     @classmethod
     def hybrid(cls, w_dense: float, tokenizer: str = "char") -> "RetrieverSpec":
@@ -50,7 +58,19 @@ class RetrieverSpec:
 
     @property
     def label(self) -> str:
-        return f"hybrid w={self.w_dense:g}" if self.kind == "hybrid" else self.kind
+        first = f"hybrid w={self.w_dense:g}" if self.kind == "hybrid" else self.kind
+        if not self.rerank_k:
+            return first
+        return f"{first}{RERANK_MARK}{self.rerank_k}" + (f" mix {self.rerank_weight:g}" if self.rerank_weight < 1 else "")
+
+    @property
+    def first_stage(self) -> "RetrieverSpec":
+        """This retriever without its reranker."""
+        return replace(self, rerank_k=None, rerank_weight=1.0)
+
+    def reranked(self, k: int, weight: float = 1.0) -> "RetrieverSpec":
+        """This first stage with its top ``k`` reranked (``weight`` < 1: mixed with the first stage)."""
+        return replace(self, rerank_k=int(k), rerank_weight=round(float(weight), 4))
 
     @property
     def uses_dense(self) -> bool:
@@ -65,27 +85,42 @@ class RetrieverSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RetrieverSpec":
-        return cls(data["kind"], data.get("w_dense"), data.get("tokenizer", "char"))
+        return cls(data["kind"], data.get("w_dense"), data.get("tokenizer", "char"), data.get("rerank_k"),
+                   data.get("rerank_weight", 1.0))
 
     def describe(self) -> str:
         """One line for logs and reports."""
         if self.kind == "hybrid":
-            return f"BM25 + dense, z-score fusion with dense weight {self.w_dense:g}"
-        return {
-            "bm25": f"BM25 alone ({self.tokenizer} tokens)",
-            "dense": "the dense model alone",
-            "rrf": "BM25 + dense, reciprocal rank fusion",
-        }[self.kind]
+            first = f"BM25 + dense, z-score fusion with dense weight {self.w_dense:g}"
+        else:
+            first = {
+                "bm25": f"BM25 alone ({self.tokenizer} tokens)",
+                "dense": "the dense model alone",
+                "rrf": "BM25 + dense, reciprocal rank fusion",
+            }[self.kind]
+        if not self.rerank_k:
+            return first
+        if self.rerank_weight < 1:
+            return (f"{first}, its top {self.rerank_k} reranked by {self.rerank_weight:g} · z(cross-encoder) + "
+                    f"{1 - self.rerank_weight:g} · z(first stage)")
+        return f"{first}, its top {self.rerank_k} reranked by the cross-encoder"
 
 
-def candidates(weights: Sequence[float] = DEFAULT_WEIGHTS, tokenizer: str = "char") -> list[RetrieverSpec]:
-    """BM25, the fusions by increasing dense weight, the dense model, and RRF (no duplicates)."""
+def candidates(weights: Sequence[float] = DEFAULT_WEIGHTS, tokenizer: str = "char",
+               rerank_depths: Sequence[int] = (), rerank_weights: Sequence[float] = (1.0,)) -> list[RetrieverSpec]:
+    """BM25, the fusions by increasing dense weight, the dense model, RRF (no duplicates),
+    then the even fusion (:func:`even_mix`; BM25 without a fusion) with its top k reranked
+    for each of ``rerank_depths`` and each reranker share of ``rerank_weights``
+    (:func:`tasks.retrieval.rerank.rerank`). Why only that first stage: each depth costs k
+    cross-encoder passes a question, and the even fusion is what ships by default."""
     specs = [RetrieverSpec.hybrid(w, tokenizer) for w in sorted({0.0, *weights, 1.0})]
-    return list(dict.fromkeys(specs)) + [RetrieverSpec("rrf", tokenizer=tokenizer)]
+    specs = list(dict.fromkeys(specs)) + [RetrieverSpec("rrf", tokenizer=tokenizer)]
+    first = even_mix(specs) or RetrieverSpec("bm25", tokenizer=tokenizer)
+    return specs + [first.reranked(k, w) for k in sorted(set(rerank_depths)) for w in sorted(set(rerank_weights))]
 
 
 def combine(spec: RetrieverSpec, dense: np.ndarray | None, lexical: np.ndarray | None) -> np.ndarray:
-    """Scores of ``spec`` from the dense and BM25 score matrices (rows: questions)."""
+    """Scores of ``spec``'s first stage from the dense and BM25 score matrices (rows: questions)."""
     if spec.uses_dense and dense is None:
         raise ValueError(f"{spec.label} needs the dense model's scores")
     if spec.uses_bm25 and lexical is None:
@@ -99,22 +134,39 @@ def combine(spec: RetrieverSpec, dense: np.ndarray | None, lexical: np.ndarray |
     return zscore_fusion(dense, lexical, spec.w_dense)
 
 
+def ranking(spec: RetrieverSpec, dense: np.ndarray | None, lexical: np.ndarray | None,
+            score_pairs: Any = None, chunk_ids: Sequence[str] = ()) -> np.ndarray:
+    """Scores of ``spec``: its first stage (:func:`combine`), then, for a reranked spec, its
+    top ``rerank_k`` re-scored by ``score_pairs`` (a :data:`tasks.retrieval.rerank.PairScorer`)."""
+    first = combine(spec, dense, lexical)
+    if not spec.rerank_k:
+        return first
+    if score_pairs is None:
+        raise ValueError(f"{spec.label} needs the run's reranker")
+    from tasks.retrieval.rerank import rerank
+
+    return rerank(first, spec.rerank_k, score_pairs, chunk_ids, spec.rerank_weight)
+
+
 def score_grid(
     dataset: Any, dense: np.ndarray, lexical: np.ndarray, specs: Sequence[RetrieverSpec], evaluator: Any = None,
+    score_pairs: Any = None,
 ) -> dict[str, dict[str, float]]:
-    """``{spec.label: metrics}`` of every spec on ``dataset``, from one pair of score matrices;
-    each metrics dict also keeps its per-question NDCG@10 (what :func:`choose` compares)."""
+    """``{spec.label: metrics}`` of every spec on ``dataset``, from one pair of score matrices
+    (and the reranker's ``score_pairs`` for reranked specs); each metrics dict also keeps its
+    per-question NDCG@10 (what :func:`choose` compares)."""
     from tasks.retrieval.metrics import ir_evaluator, metrics_from_scores
 
     evaluator = evaluator or ir_evaluator(dataset)
-    return {s.label: metrics_from_scores(dataset, combine(s, dense, lexical), s.kind, evaluator, per_question=True)
+    return {s.label: metrics_from_scores(dataset, ranking(s, dense, lexical, score_pairs, evaluator.corpus_ids),
+                                         "rerank" if s.rerank_k else s.kind, evaluator, per_question=True)
             for s in specs}
 
 
 def even_mix(specs: Sequence[RetrieverSpec]) -> RetrieverSpec | None:
     """The fusion nearest an even mix (w = 0.5; the lower weight of two as near): the
     retriever a run ships unless validation shows clearly better. None without a fusion."""
-    fused = [s for s in specs if s.kind == "hybrid"]
+    fused = [s for s in specs if s.kind == "hybrid" and not s.rerank_k]
     return min(fused, key=lambda s: (abs(s.w_dense - 0.5), s.w_dense)) if fused else None
 
 
@@ -139,7 +191,9 @@ def choose(grid: Mapping[str, Mapping[str, Any]], specs: Sequence[RetrieverSpec]
         m = grid[spec.label]
         balance = 0.5 if spec.kind == "rrf" else abs((spec.w_dense if spec.kind == "hybrid" else
                                                      1.0 if spec.kind == "dense" else 0.0) - 0.5)
-        return (round(metric_value(m, "ndcg@10"), 6), round(metric_value(m, "mrr@10"), 6), -balance)
+        # Still tied: no reranker (or the shallower one) before a deeper one, the cheaper search.
+        return (round(metric_value(m, "ndcg@10"), 6), round(metric_value(m, "mrr@10"), 6), -balance,
+                -(spec.rerank_k or 0), spec.rerank_weight)
 
     gains = gains_over_even_mix(grid, specs)
     if margin_se <= 0 or not gains:

@@ -18,7 +18,7 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
     tiny = make_tiny_st_model(tmp_path / "tiny")
     code = main(["--data", str(cjrc_json), "--n-passages", "8", "--llm-backend", "extractive",
                  "--base-model", str(tiny), "--config", "epochs=1,batch_size=2,hard_negative_miner=bm25",
-                 "--generation", "max_copied_chars=0,questions_per_chunk=2",
+                 "--generation", "max_copied_chars=0,questions_per_chunk=2", "--reranker-config", "reranker_batch_size=4",
                  "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert code == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
@@ -26,6 +26,10 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
     assert labels[0] == "BM25" and labels[1] == "base (dense)"
     assert any(label.startswith("tuned [") and label.endswith("(dense)") for label in labels)
     assert sum("RRF" in label for label in labels) == 2
+    # Each model's reranker, trained on the fit questions: its order alone and mixed, at depth 20.
+    assert sum(label.endswith("fused, rerank@20") for label in labels) == 2
+    assert sum(label.endswith("fused, rerank@20 mix 0.5") for label in labels) == 2
+    assert results["training"]["reranker [base]"]["steps"] > 0
     assert results["human_questions"]["trained"] > 0 and results["human_questions"]["held-out"] > 0
     assert results["generation_settings"] == "max_copied_chars=0,questions_per_chunk=2"
     assert "copies the chunk" not in results["generation"]["dropped"]

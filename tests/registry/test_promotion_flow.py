@@ -75,8 +75,9 @@ def test_first_run_beats_the_base_model_and_is_promoted(two_runs):
     assert state["current"]["run_id"] == promotion["run_id"]
     assert "promoted" in a.stdout and "guard set" in a.stdout
     # metrics.json: the validation contract plus the guard set.
-    assert set(state["metrics"]) == {"bm25", "base", "finetuned", "shipped", "retriever", "guard"}
-    assert set(state["metrics"]["guard"]) == {"bm25", "base", "finetuned", "shipped"}
+    assert set(state["metrics"]) == {"bm25", "base", "finetuned", "reranked@20", "shipped", "retriever", "guard"}
+    assert set(state["metrics"]["guard"]) == {"bm25", "base", "finetuned", "reranked@20", "shipped"}
+    assert (out / "runs" / promotion["run_id"] / "reranker" / "config.json").is_file()
     # The champion ships with the retriever chosen for it, and flows.query reads it from here.
     assert state["current"]["retriever"]["label"] == state["metrics"]["retriever"]["label"]
     assert state["metrics"]["retriever"]["model"] == "finetuned"
@@ -96,9 +97,11 @@ def test_worse_second_run_is_kept_reported_and_not_promoted(two_runs):
     assert "not promoted" in b.stdout
     # The champion was evaluated on this run's validation and guard sets, next to base and tuned.
     assert list(metrics)[:4] == ["bm25", "base", "champion", "finetuned"]
-    assert set(metrics["guard"]) == {"bm25", "base", "champion", "finetuned", "shipped"}
-    # Not promoted: what is shipped is still the champion, with a retriever chosen for it.
+    assert set(metrics["guard"]) == {"bm25", "base", "champion", "finetuned", "reranked@20", "shipped"}
+    # Not promoted: what is shipped is still the champion, with a retriever chosen for it,
+    # among candidates that include the champion's own reranker (kept in its run folder).
     assert metrics["retriever"]["model"] == "champion"
+    assert "hybrid w=0.5 + rerank@20" in metrics["retriever"]["validation_ndcg@10"]
     assert metrics["champion"] == state["metrics"]["finetuned"]  # same model, same questions
     # Nothing was overwritten: both runs are kept, the pointer still names A.
     runs = sorted(p.name for p in (out / "runs").iterdir() if not p.name.startswith("."))
@@ -116,14 +119,15 @@ def test_report_chart_and_model_card(two_runs):
     out, _, _, _ = two_runs
     report = (out / "report.md").read_text()
     assert "## Retrieval on the guard set" in report
-    assert ("| metric | bm25 | base | champion | finetuned | shipped | finetuned vs base (pts) | "
+    assert ("| metric | bm25 | base | champion | finetuned | reranked@20 | shipped | finetuned vs base (pts) | "
             "finetuned vs champion (pts) | shipped vs bm25 (pts) |") in report
     assert "**not promoted**" in report and "![main metrics" in report
     png = (out / "metrics.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
     run_id = json.loads((out / "summary.json").read_text())["promotion"]["run_id"]
     run_dir = out / "runs" / run_id
-    for name in ("metrics.json", "report.md", "metrics.png", "summary.json", "run.json", "model/modules.json"):
+    for name in ("metrics.json", "report.md", "metrics.png", "summary.json", "run.json", "model/modules.json",
+                 "reranker/config.json"):
         assert (run_dir / name).is_file(), name
     card = (out / "model" / "README.md").read_text()
     assert "<!-- bce-finetune:begin -->" in card and "Retrieval on the guard set" in card

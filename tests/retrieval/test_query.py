@@ -161,13 +161,14 @@ def sample_index(tmp_path_factory, setup):
 @pytest.mark.parametrize("spec", ["bm25", "dense", "hybrid", "rrf"])
 def test_query_ranks_exactly_as_the_evaluation(sample_index, spec):
     """What is measured is what is searched: the top 10 of every question, and so every metric."""
-    from tasks.evaluation.evaluate import evaluate_retrievers, retrieval_scores
+    from tasks.evaluation.evaluate import evaluate_retrievers
+    from tasks.retrieval.first_stage import first_stage_scores
     from tasks.retrieval.index import Searcher, load_bm25
     from tasks.retrieval.retriever import RetrieverSpec, combine
 
     index, _, dataset, tiny = sample_index
     retriever = RetrieverSpec.hybrid(0.4) if spec == "hybrid" else RetrieverSpec(spec)
-    evaluator, dense, lexical = retrieval_scores(str(tiny), dataset)
+    evaluator, dense, lexical = first_stage_scores(str(tiny), dataset)
     evaluated = combine(retriever, dense, lexical)
     expected = [[evaluator.corpus_ids[i] for i in sorted(range(len(row)), key=lambda i: (-row[i], evaluator.corpus_ids[i]))[:10]]
                 for row in evaluated]
@@ -185,6 +186,92 @@ def test_query_ranks_exactly_as_the_evaluation(sample_index, spec):
     reported = evaluate_retrievers(str(tiny), dataset, [retriever])[retriever.label]
     key = "cosine_ndcg@10" if spec == "dense" else f"{retriever.kind}_ndcg@10"
     assert served[f"{retriever.kind}_ndcg@10"] == pytest.approx(reported[key], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tiny_reranker(tmp_path_factory, setup):
+    """A cross-encoder folder: the tiny model's encoder with a seeded scoring head (its
+    training is tests/reranking's and the flow test's; here only the ranking matters)."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    _, _, tiny = setup
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("reranker") / "reranker"
+    CrossEncoder(str(tiny), num_labels=1, max_length=128).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [3, 20])
+def test_query_with_the_reranker_ranks_exactly_as_the_evaluation(sample_index, tiny_reranker, k):
+    """With the reranker on, flows.query's searcher and the evaluation return the same top 10
+    of every question, so the same NDCG@10."""
+    from tasks.evaluation.evaluate import evaluate_retrievers
+    from tasks.retrieval.first_stage import first_stage_scores
+    from tasks.retrieval.index import Searcher, load_bm25
+    from tasks.retrieval.metrics import metrics_from_scores
+    from tasks.retrieval.rerank import CrossEncoderReranker
+    from tasks.retrieval.retriever import RetrieverSpec, combine
+
+    index, _, dataset, tiny = sample_index
+    retriever = RetrieverSpec.hybrid(0.5).reranked(k)
+    reranker = CrossEncoderReranker(tiny_reranker)
+    searcher = Searcher(index, retriever, load_bm25(index, retriever), reranker)
+    evaluator, dense, lexical = first_stage_scores(str(tiny), dataset)
+    found = [[h.chunk_id for h in hits] for hits in searcher.search_many(evaluator.queries, top_k=10)]
+    first = [[h.chunk_id for h in hits]
+             for hits in Searcher(index, retriever.first_stage, searcher.bm25).search_many(evaluator.queries, 10)]
+    assert found != first  # the reranker moved something
+
+    columns = [searcher.chunk_ids.index(c) for c in evaluator.corpus_ids]
+    served = metrics_from_scores(dataset, searcher.scores(evaluator.queries)[:, columns], "rerank", evaluator)
+    reported = evaluate_retrievers(str(tiny), dataset, [retriever], reranker_path=tiny_reranker)[retriever.label]
+    assert served["rerank_ndcg@10"] == pytest.approx(reported["rerank_ndcg@10"], abs=1e-9)
+    # Hand-checked: the top k of the fused first stage, ordered by the cross-encoder's score.
+    row = combine(retriever, dense, lexical)[0]
+    top = sorted(range(len(row)), key=lambda i: (-row[i], evaluator.corpus_ids[i]))[:k]
+    ce = reranker.predict([(evaluator.queries[0], evaluator.corpus[i]) for i in top])
+    by_ce = [evaluator.corpus_ids[top[i]] for i in sorted(range(len(top)), key=lambda i: (-ce[i], evaluator.corpus_ids[top[i]]))]
+    assert found[0][:min(k, 10)] == by_ce[:10]
+
+
+@pytest.mark.slow
+def test_the_llama_index_retriever_ranks_as_the_query_command(sample_index, tiny_reranker):
+    from llama_index.core.schema import QueryBundle
+
+    from tasks.retrieval.index import Searcher, load_bm25
+    from tasks.retrieval.llama_retriever import ShippedRetriever
+    from tasks.retrieval.rerank import CrossEncoderReranker
+    from tasks.retrieval.retriever import RetrieverSpec
+
+    index, _, dataset, _ = sample_index
+    questions = list(dataset.queries.values())[:8]
+    for retriever, top_k in ((RetrieverSpec.hybrid(0.5).reranked(5), 8), (RetrieverSpec.hybrid(0.5).reranked(20), 5),
+                             (RetrieverSpec.hybrid(0.5), 5)):
+        searcher = Searcher(index, retriever, load_bm25(index, retriever), CrossEncoderReranker(tiny_reranker))
+        llama = ShippedRetriever(searcher, top_k=top_k)
+        for question, hits in zip(questions, searcher.search_many(questions, top_k)):
+            nodes = llama.retrieve(QueryBundle(question))
+            assert [n.node.node_id for n in nodes] == [h.chunk_id for h in hits], retriever.label
+
+
+def test_the_champions_reranker_is_served_with_its_recorded_depth(setup, tiny_reranker, tmp_path, capsys):
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    register_run(out, "r1", tiny, model_fingerprint(tiny), files={}, folders={"reranker": tiny_reranker})
+    set_champion(out, "r1", {"retriever": {"kind": "hybrid", "w_dense": 0.5, "tokenizer": "char", "rerank_k": 7}})
+    common = ["--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "120", "--chunk-overlap", "10"]
+    code, printed = _query(capsys, "袋鼠", *common)
+    assert code == 0 and "its top 7 reranked by the cross-encoder" in printed
+    assert f"reranker: {out / 'runs' / 'r1' / 'reranker'}" in printed
+    code, printed = _query(capsys, "袋鼠", *common, "--rerank-k", "0")
+    assert code == 0 and "reranker:" not in printed and "reranked" not in printed
+    # A run without a reranker cannot serve one: one line that says what to pass.
+    register_run(out, "r2", tiny, "other", files={})
+    set_champion(out, "r2", {"retriever": {"kind": "hybrid", "w_dense": 0.5, "rerank_k": 7}})
+    assert main(["袋鼠", *common]) == 2
+    assert "needs a reranker" in capsys.readouterr().err
 
 
 def test_questions_file_prints_one_json_line_per_question_after_one_load(setup, sample_index, tmp_path, capsys,
