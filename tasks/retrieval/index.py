@@ -141,6 +141,12 @@ class Searcher:
         self.texts = [n.get_content() for n in self.nodes]
         self._vectors = None
 
+    def first_stage(self) -> "Searcher":
+        """This searcher without its reranker, sharing what it loaded (chunks, vectors, BM25)."""
+        plain = Searcher(self.index, self.retriever.first_stage, self.bm25)
+        plain._vectors = self._vectors
+        return plain
+
     def _dense(self, questions: list[str]) -> np.ndarray:
         """Cosine of each question to every chunk, as the evaluation computes it: the model's
         query prompt and similarity over the vectors stored in the index."""

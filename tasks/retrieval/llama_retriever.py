@@ -39,8 +39,7 @@ class FirstStageRetriever(BaseRetriever):
 
     def __init__(self, searcher: Searcher, top_k: int = 5):
         super().__init__()
-        self.searcher = Searcher(searcher.index, searcher.retriever.first_stage, searcher.bm25)
-        self.searcher._vectors = searcher._vectors  # the same stored vectors, loaded once
+        self.searcher = searcher.first_stage()
         self.top_k = top_k
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
