@@ -91,7 +91,7 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
 
     # The second stage: a cross-encoder on the same questions, negatives from the first stage's top ranks.
     reranker = None
-    if settings.rerank:
+    if settings.resolved_rerank():
         start = stages.run(prepare_reranker, settings.resolved_reranker_model(), base["path"], settings)
         reranker = stages.run(train_reranker_stage, start["path"], out / "model", train_dataset, out / "reranker",
                               settings)["path"]

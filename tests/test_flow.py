@@ -69,6 +69,7 @@ def two_runs(tmp_path_factory, prefect_home):
         "--cache-dir", str(tmp / "cache"),
         "--base-model", str(tiny),
         "--llm-backend", "extractive",
+        "--rerank",  # off by default on the CPU profile; the reranker stage runs for real here
         "--chunk-size", "120",
         "--chunk-overlap", "10",
         "--batch-size", "2",

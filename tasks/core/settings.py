@@ -283,10 +283,12 @@ class Settings(BaseSettings):
     )
 
     # --- the second stage: a reranker on the first stage's top chunks (tasks/reranking/) -----------
-    rerank: bool = Field(
-        True,
+    rerank: bool | None = Field(
+        None,
         description="Train a cross-encoder reranker on the run's questions and offer the first stage + reranker "
-        "as a retriever (shipped only if validation prefers it; see --retriever-margin).",
+        "as a retriever (shipped only if validation prefers it; see --retriever-margin). Default: on with the gpu "
+        "profile; off with the cpu profile, where it about doubles the default run and was not shipped on the "
+        "sample PDFs (docs/measurements/2026-12-07-reranker.md).",
     )
     reranker_model: str | None = Field(
         None,
@@ -412,6 +414,10 @@ class Settings(BaseSettings):
         if self.base_model:
             return self.base_model
         return BUNDLED_E5 if self.profile == "cpu" else BCE_MODELSCOPE_ID
+
+    def resolved_rerank(self) -> bool:
+        """Whether the run trains a reranker: the setting, else by profile (see ``rerank``)."""
+        return self.rerank if self.rerank is not None else self.profile == "gpu"
 
     def resolved_reranker_model(self) -> str:
         """What the reranker starts from: the setting, else by profile (see ``reranker_model``)."""

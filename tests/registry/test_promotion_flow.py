@@ -47,7 +47,7 @@ def two_runs(tmp_path_factory, prefect_home):
     env = {**os.environ, **prefect_home(tmp / "prefect-home"), "PYTHONUNBUFFERED": "1"}
     common = [
         "--pdf-dir", str(tmp / "pdfs"), "--output-dir", str(tmp / "out"), "--models-dir", str(tmp / "models"),
-        "--cache-dir", str(tmp / "cache"), "--base-model", str(tiny), "--llm-backend", "extractive",
+        "--cache-dir", str(tmp / "cache"), "--base-model", str(tiny), "--llm-backend", "extractive", "--rerank",
         "--chunk-size", "120", "--chunk-overlap", "10", "--batch-size", "4", "--warmup-steps", "0",
         "--val-ratio", "0.5",
         # A random tiny model learns little with its random token embeddings frozen.
