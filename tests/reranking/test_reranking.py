@@ -126,6 +126,9 @@ def test_reranker_start_is_the_base_model_a_local_folder_or_a_named_error(tmp_pa
     assert "--reranker-model base" in str(e.value)
     assert Settings(profile="gpu").resolved_reranker_model() == "maidalun/bce-reranker-base_v1"
     assert Settings().resolved_reranker_model() == "base"
+    # On by default where a reranker checkpoint and the compute for it are at hand.
+    assert Settings(profile="gpu").resolved_rerank() and not Settings().resolved_rerank()
+    assert Settings(rerank=True).resolved_rerank() and not Settings(profile="gpu", rerank=False).resolved_rerank()
 
 
 @pytest.mark.slow
