@@ -3,8 +3,8 @@
 A first stage (BM25, the dense model or their fusion) scores every chunk cheaply; a
 cross-encoder reads each question together with each of its top ``k`` chunks and scores
 the pair, which a bi-encoder or a keyword index cannot do. :func:`rerank` is the single
-place where the two become one ranking: the evaluate stage, the α-free candidates of a run
-and ``flows.query`` all call it, so what is measured is what is searched.
+place where the two become one ranking: the evaluate stage and ``flows.query`` both call
+it (through :func:`tasks.retrieval.retriever.ranking`), so what is measured is what is searched.
 
 The reranked scores are the cross-encoder's own for the top ``k`` (or, with a ``weight``
 below 1, ``weight · z(cross-encoder) + (1 − weight) · z(first stage)`` over those k: a
