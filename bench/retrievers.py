@@ -51,6 +51,7 @@ from tasks.core.qa_dataset import QADataset
 from tasks.core.records import Chunk
 from tasks.core.settings import SETTING_GROUPS, Settings
 from tasks.evaluation.squad import Passage, build_documents, human_benchmark, load_squad
+from tasks.questions.prompts import with_examples
 from tasks.reporting.tables import metric_value
 
 log = logging.getLogger("bench.retrievers")
@@ -78,6 +79,18 @@ def fit_dataset(synthetic: QADataset, fit_ids: set[str]) -> QADataset:
     queries = {q: t for q, t in synthetic.queries.items() if set(synthetic.relevant_docs[q]) <= fit_ids}
     corpus = {c: t for c, t in synthetic.corpus.items() if c in fit_ids}
     return QADataset(queries=queries, corpus=corpus, relevant_docs={q: synthetic.relevant_docs[q] for q in queries})
+
+
+def without_examples(dataset: QADataset, k: int, seed: int) -> tuple[QADataset, list[str]]:
+    """``dataset`` less ``k`` of its questions (chosen as the pipeline chooses prompt
+    examples), and those questions' texts."""
+    from tasks.evaluation.human_questions import HumanQuestion, pick_examples
+
+    chosen = {q.qid for q in pick_examples([HumanQuestion(qid, text, "") for qid, text in dataset.queries.items()],
+                                           k, seed)}
+    kept = QADataset(queries={q: t for q, t in dataset.queries.items() if q not in chosen}, corpus=dataset.corpus,
+                     relevant_docs={q: d for q, d in dataset.relevant_docs.items() if q not in chosen})
+    return kept, [dataset.queries[q] for q in sorted(chosen)]
 
 
 def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dict[str, QADataset],
@@ -147,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the pipeline's)")
     add("--reranker-config", default="", metavar="NAME=VALUE,...",
         help="reranker settings (e.g. reranker_epochs=2); default: the pipeline's")
+    add("--prompt-examples", type=int, default=0, metavar="N",
+        help="show N human questions about the train passages to the question writer as examples of how people "
+             "ask; they leave the trained test set (default: %(default)s)")
     add("--no-progress", action="store_true")
     return p
 
@@ -187,19 +203,22 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
     val_ids = {c.chunk_id for c in train_chunks if c.doc_id in val_doc_ids}
     fit_ids = {c.chunk_id for c in train_chunks} - val_ids
 
-    synthetic, stats = ch.synthetic_train_dataset(train_chunks, settings, writer_factory,
+    tests = {"trained": human_benchmark(train_passages, train_chunks).dataset,
+             "held-out": human_benchmark(heldout_passages, heldout_chunks).dataset}
+    tests["trained"], examples = without_examples(tests["trained"], args.prompt_examples, args.seed)
+    writing = settings.model_copy(update={"prompt_template": with_examples(settings.prompt_template, examples)})
+    synthetic, stats = ch.synthetic_train_dataset(train_chunks, writing, writer_factory,
                                                   show_progress=not args.no_progress)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     fit, val = fit_dataset(synthetic, fit_ids), val_dataset(synthetic, val_ids, train_chunks)
     fit.save(out / "fit_dataset.json")
     val.save(out / "val_dataset.json")
-    tests = {"trained": human_benchmark(train_passages, train_chunks).dataset,
-             "held-out": human_benchmark(heldout_passages, heldout_chunks).dataset}
     print(f"{args.data.name}: {len(passages)} passages, {len(train_chunks)} train chunks "
           f"({len(fit_ids)} fit / {len(val_ids)} val), {len(heldout_chunks)} held-out chunks; "
           f"{len(fit.queries)} fit and {len(val.queries)} val questions (LLM requests {stats.requests_sent}); "
-          f"human questions: trained {len(tests['trained'].queries)}, held-out {len(tests['held-out'].queries)}",
+          f"human questions: trained {len(tests['trained'].queries)}, held-out {len(tests['held-out'].queries)}"
+          f"{f' ({len(examples)} more were prompt examples)' if examples else ''}",
           file=sys.stderr)
 
     base_path = ch.resolve_base_model(args.base_model or settings.resolved_base_model(), settings)
@@ -221,7 +240,8 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
             rows += model_rows[1:]  # BM25 is the same for every model
             choices.append(choice)
     table = result_table(rows)
-    summary = {"data": str(args.data), "generation_settings": args.generation, "passages": len(passages),
+    summary = {"data": str(args.data), "generation_settings": args.generation, "prompt_examples": examples,
+               "passages": len(passages),
                "train_chunks": len(train_chunks),
                "heldout_chunks": len(heldout_chunks), "fit_questions": len(fit.queries), "val_questions": len(val.queries),
                "human_questions": {k: len(v.queries) for k, v in tests.items()}, "generation": stats.to_dict(),

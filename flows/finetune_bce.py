@@ -35,7 +35,7 @@ from tasks.core.run_lock import RunLock
 from tasks.core.settings import Settings
 from tasks.core.stage import StageRuns
 from tasks.documents.stage import read_documents
-from tasks.evaluation.stage import evaluate, human_questions
+from tasks.evaluation.stage import evaluate, human_questions, prompt_examples
 from tasks.models.stage import prepare_base, prepare_reranker
 from tasks.questions.stage import generate, round_trip
 from tasks.registry import release
@@ -71,8 +71,12 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
     chunks = stages.run(chunk, docs.documents_path, plan, settings, work / "chunks.jsonl")
     check_usable(chunks.n_train_chunks, chunks.n_val_chunks, settings)
 
+    # A few of people's questions may show the LLM how users ask; they then leave the report.
+    people = release.human_questions_file(settings)
+    examples = (stages.run(prompt_examples, people, settings.prompt_examples, settings.seed)
+                if people is not None and settings.prompt_examples else [])
     questions = stages.run(generate, chunks.chunks_path, settings, out / "train_dataset.json",
-                           out / "val_dataset.json", work / "questions.jsonl")
+                           out / "val_dataset.json", work / "questions.jsonl", [e["question"] for e in examples])
     check_datasets(questions.n_train_queries, questions.n_val_queries, settings)
 
     base = stages.run(prepare_base, settings.resolved_base_model(), settings)
@@ -109,9 +113,9 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
 
     # Report only, measured after every choice (epoch, α, promotion, retriever) was made without it.
     metrics = decision.metrics()
-    people = release.human_questions_file(settings)
     if people is not None:
-        found = stages.run(human_questions, people, chunks.chunks_path, out / "human_dataset.json")
+        found = stages.run(human_questions, people, chunks.chunks_path, out / "human_dataset.json",
+                           [e["id"] for e in examples])
         if found.dataset is not None:
             metrics["human"] = release.table_rows(
                 evaluate_models(stages, contenders, found.dataset, settings, scores), decision.retriever)

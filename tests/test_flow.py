@@ -70,6 +70,7 @@ def two_runs(tmp_path_factory, prefect_home):
         "--base-model", str(tiny),
         "--llm-backend", "extractive",
         "--rerank",  # off by default on the CPU profile; the reranker stage runs for real here
+        "--prompt-examples", "2",  # two of people's questions go into the prompt and leave the report
         "--chunk-size", "120",
         "--chunk-overlap", "10",
         "--batch-size", "2",
@@ -182,7 +183,8 @@ def test_questions_written_by_people_are_reported(two_runs):
     found = summary["stages"]["human-questions"]
     assert found["questions"] == summary["n_human_questions"]
     assert found["resolved"] == len(human["queries"]) > 0
-    assert found["unresolved"] == found["questions"] - found["resolved"] >= 1
+    assert found["prompt_examples"] == 2
+    assert found["unresolved"] == found["questions"] - found["resolved"] - 2 >= 1
     assert "elsewhere" in [u["id"] for u in found["unresolved_questions"]]
     for side in ("base", "finetuned"):  # Prefect's task-run names
         assert 0 <= summary["stages"][f"evaluate · human · {side}"]["ndcg_at_10"] <= 1
@@ -194,6 +196,10 @@ def test_questions_written_by_people_are_reported(two_runs):
             for m in ("bm25", "base", "finetuned", "reranked@20", "shipped")]
     assert "| ndcg@10 | " + " | ".join(f"{v:.4f}" for v in ndcg) + " |" in section
     assert "report only" in section and "`elsewhere`: no chunk comes from c.pdf" in section
+    assert "2 more were examples in the question-writing prompt and are left out" in section
+    asked = {q["id"] for q in json.loads((out.parent / "pdfs" / "human_questions.json").read_text())["questions"]}
+    examples = asked - set(human["queries"]) - {u["id"] for u in found["unresolved_questions"]}
+    assert len(examples) == 2  # neither evaluated nor listed as not found
     assert "questions written by people about these PDFs" in first.stdout
 
 

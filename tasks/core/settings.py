@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     round_trip_top_k: int = Field(
         0, ge=0, description="Keep a training question only if the base model ranks its chunk in the top k of the train chunks (0: off)."
     )
-    prompt_template: str = Field(DEFAULT_PROMPT_TEMPLATE, description="Prompt with {context_str} and {num_questions_per_chunk}.")
+    prompt_template: str = Field(DEFAULT_PROMPT_TEMPLATE, description="Prompt with {context_str} and {num_questions_per_chunk}; optional {examples_str}: where people's questions go (--prompt-examples; default: before the paragraph with {context_str}).")
 
     # --- training -------------------------------------------------------------
     epochs: int = Field(
@@ -339,6 +339,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    prompt_examples: int = Field(
+        0, ge=0, le=20,
+        description=(
+            "How many of those questions the question-writing prompt shows as examples of how people ask; they "
+            "leave the evaluation of people's questions (the report says how many remain). 0: none."
+        ),
+    )
+
     @field_validator("human_questions", mode="before")
     @classmethod
     def _human_questions_word(cls, value: Any) -> Any:
@@ -480,7 +488,7 @@ SETTING_GROUPS: dict[str, tuple[str, ...]] = {
         "bm25_tokenizer", "round_trip_top_k",
     ),
     "evaluation": ("eval_batch_size", "bm25_tokenizer", "fusion_weights", "guard_dataset", "human_questions",
-                   "trust_remote_code"),
+                   "prompt_examples", "trust_remote_code"),
     "promotion": ("promotion_guard_margin", "promotion_min_gain", "retriever_margin"),
     "reranking": ("profile", "models_dir", "model_hub", "seed", "trust_remote_code", "eval_batch_size",
                   "bm25_tokenizer", "rerank", "reranker_model", "rerank_depths", "rerank_weights", "reranker_negatives",

@@ -5,6 +5,9 @@ so they flatter the fine-tuned model. A few questions a person wrote about the P
 each with a snippet of the PDF text that holds its answer, measure what a user will see.
 The flow reports base, champion and fine-tuned on them; they choose nothing (no epoch, no
 α, no promotion).
+A few of them (``--prompt-examples``, :func:`pick_examples`) can instead show the
+question writer how people ask; those leave the evaluation, and the report says how many
+remain.
 
 The file (``<pdf_dir>/human_questions.json`` by default)::
 
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,7 @@ class Resolution:
     dataset: QADataset  # the resolved questions against every chunk
     n_questions: int
     unresolved: list[dict[str, str]] = field(default_factory=list)  # {"id", "reason"}
+    n_excluded: int = 0  # left out: shown to the question writer as examples
 
     @property
     def n_resolved(self) -> int:
@@ -159,7 +163,8 @@ def load_human_questions(path: Path) -> list[HumanQuestion]:
     return parse_human_questions(raw, path)
 
 
-def resolve_questions(questions: Sequence[HumanQuestion], chunks: Sequence[Chunk]) -> Resolution:
+def resolve_questions(questions: Sequence[HumanQuestion], chunks: Sequence[Chunk],
+                      exclude: Collection[str] = ()) -> Resolution:
     """Find each question's relevant chunks; the corpus is every chunk given.
 
     >>> chunks = [Chunk("c1", "d", "a.pdf", 1, "泡泡战士由韩国\\nNexon开发。"),
@@ -167,13 +172,19 @@ def resolve_questions(questions: Sequence[HumanQuestion], chunks: Sequence[Chunk
     >>> r = resolve_questions([HumanQuestion("q", "谁开发？", "韩国Nexon开发", "a.pdf")], chunks)
     >>> r.dataset.relevant_docs
     {'q': ['c1']}
+
+    ``exclude``: ids of questions to leave out (they served as prompt examples); they are
+    counted in ``n_excluded``, neither resolved nor unresolved.
     """
+    excluded = set(exclude)
     squeezed = [(c, _squeeze(c.text)) for c in chunks]
     sources = {c.source for c in chunks}
     queries: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
     unresolved: list[dict[str, str]] = []
     for q in questions:
+        if q.qid in excluded:
+            continue
         if q.source is not None and q.source not in sources:
             unresolved.append({"id": q.qid, "reason": f"no chunk comes from {q.source} (a PDF of that name was "
                                                       "not read: check the name, relative to the PDF folder)"})
@@ -188,7 +199,27 @@ def resolve_questions(questions: Sequence[HumanQuestion], chunks: Sequence[Chunk
         queries[q.qid] = q.question
         relevant[q.qid] = hits
     dataset = QADataset(queries=queries, corpus={c.chunk_id: c.text for c in chunks}, relevant_docs=relevant)
-    return Resolution(dataset=dataset, n_questions=len(questions), unresolved=unresolved)
+    return Resolution(dataset=dataset, n_questions=len(questions), unresolved=unresolved,
+                      n_excluded=sum(q.qid in excluded for q in questions))
+
+
+def pick_examples(questions: Sequence[HumanQuestion], k: int, seed: int) -> list[HumanQuestion]:
+    """``k`` questions to show the question writer as examples of how people ask.
+
+    Chosen by a hash of the seed and each id, not by position: adding questions to the
+    file keeps the examples already chosen unless a new one hashes before them, and the
+    order of the file does not matter. The caller must leave them out of every evaluation:
+    a question the LLM has seen in its prompt says nothing about retrieval.
+
+    >>> qs = [HumanQuestion(f"q{i}", f"问题{i}？", "证据") for i in range(10)]
+    >>> [q.qid for q in pick_examples(qs, 3, seed=42)] == [q.qid for q in pick_examples(qs[::-1], 3, seed=42)]
+    True
+    >>> len(pick_examples(qs, 3, seed=42)), pick_examples(qs, 0, seed=42)
+    (3, [])
+    """
+    from tasks.core.fileio import stable_hash
+
+    return sorted(questions, key=lambda q: stable_hash([seed, q.qid]))[: max(k, 0)]
 
 
 def _squeeze(text: str) -> str:

@@ -40,6 +40,15 @@ def evaluate(
                                score_cache=score_cache, reranker_path=reranker_path)
 
 
+@stage("prompt-examples")
+def prompt_examples(questions_path: Path, k: int, seed: int) -> list[dict[str, str]]:
+    """``k`` questions people wrote, ``[{"id", "question"}]``, to show the question writer as
+    examples; the human-questions stage leaves them out of the evaluation."""
+    from tasks.evaluation.human_questions import load_human_questions, pick_examples
+
+    return [{"id": q.qid, "question": q.question} for q in pick_examples(load_human_questions(Path(questions_path)), k, seed)]
+
+
 @dataclass
 class HumanQuestionsRecord:
     dataset: Path | None  # human_dataset.json; None when no question found its chunk
@@ -47,24 +56,31 @@ class HumanQuestionsRecord:
     n_resolved: int
     unresolved: list[dict[str, str]]  # {"id", "reason"}
     n_on_train_chunks: int  # resolved questions whose answer lies in a chunk the model was trained on
+    n_examples: int = 0  # left out of the evaluation: shown to the question writer as examples
 
 
 def _human_summary(record: HumanQuestionsRecord, cached: bool) -> dict:
-    return {"questions": record.n_questions, "resolved": record.n_resolved, "unresolved": len(record.unresolved),
+    return {"questions": record.n_questions, "prompt_examples": record.n_examples, "resolved": record.n_resolved,
+            "unresolved": len(record.unresolved),
             "on_training_chunks": record.n_on_train_chunks, "unresolved_questions": record.unresolved}
 
 
 @stage("human-questions", writes=("out_path",), summary=_human_summary)
-def human_questions(questions_path: Path, chunks_path: Path, out_path: Path) -> HumanQuestionsRecord:
+def human_questions(questions_path: Path, chunks_path: Path, out_path: Path,
+                    exclude: list[str] | None = None) -> HumanQuestionsRecord:
     """Match questions people wrote to the chunks holding their evidence; write the dataset
-    (corpus: every chunk) to ``out_path``, or remove a stale one when none matched."""
+    (corpus: every chunk) to ``out_path``, or remove a stale one when none matched.
+    ``exclude``: ids of the questions that were prompt examples, left out."""
     from tasks.evaluation.human_questions import load_human_questions, resolve_questions
 
     train, val = load_chunks_file(chunks_path)
-    result = resolve_questions(load_human_questions(Path(questions_path)), train + val)
+    result = resolve_questions(load_human_questions(Path(questions_path)), train + val, exclude or ())
     out_path = Path(out_path)
     for u in result.unresolved:
         stage_logger().info("human question %s not used: %s", u["id"], u["reason"])
+    if result.n_excluded:
+        stage_logger().info("%d of %d questions were prompt examples: left out of the evaluation",
+                            result.n_excluded, result.n_questions)
     if result.unresolved:
         stage_logger().warning("%d of %d questions in %s were not found in the chunks (summary.json lists them)",
                                len(result.unresolved), result.n_questions, questions_path)
@@ -83,4 +99,5 @@ def human_questions(questions_path: Path, chunks_path: Path, out_path: Path) -> 
         n_resolved=result.n_resolved,
         unresolved=result.unresolved,
         n_on_train_chunks=sum(bool(train_ids & set(d)) for d in result.dataset.relevant_docs.values()),
+        n_examples=result.n_excluded,
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["build_prompt", "parse_questions", "clean_line", "strip_think"]
+__all__ = ["build_prompt", "with_examples", "parse_questions", "clean_line", "strip_think"]
 
 CONTEXT_PLACEHOLDER = "{context_str}"
 COUNT_PLACEHOLDER = "{num_questions_per_chunk}"
@@ -40,6 +40,39 @@ def build_prompt(template: str, context: str, n_questions: int) -> str:
     # The count goes in first: a context that itself contains the text
     # "{num_questions_per_chunk}" must stay untouched.
     return template.replace(COUNT_PLACEHOLDER, str(n_questions)).replace(CONTEXT_PLACEHOLDER, context)
+
+
+EXAMPLES_PLACEHOLDER = "{examples_str}"
+EXAMPLES_HEADER = "用户平时这样提问（这些问题与本题资料无关，只模仿提问的方式，不要照抄）："
+
+
+def with_examples(template: str, questions: Iterable[str]) -> str:
+    """The template with questions people wrote shown as examples of how they ask.
+
+    A model asked to write "reading-test questions" writes a teacher's questions; a few
+    questions users really asked move it toward their wording and length. The block goes
+    where the template has ``{examples_str}``, else before the paragraph holding
+    ``{context_str}`` (the default template's material), so it reads as part of the
+    instructions. With no questions the template is returned unchanged (and so is every
+    cache key built from it).
+
+    Example::
+
+        >>> t = "出题。\\n\\n资料：{context_str}"
+        >>> with_examples(t, ["谁是被告？", "罚金多少？"])
+        '出题。\\n\\n用户平时这样提问（这些问题与本题资料无关，只模仿提问的方式，不要照抄）：\\n- 谁是被告？\\n- 罚金多少？\\n\\n资料：{context_str}'
+        >>> with_examples(t, []) == t
+        True
+    """
+    questions = [q.strip() for q in questions if q.strip()]
+    block = "\n".join([EXAMPLES_HEADER, *(f"- {q}" for q in questions)]) if questions else ""
+    if EXAMPLES_PLACEHOLDER in template:
+        return template.replace(EXAMPLES_PLACEHOLDER, block)
+    if not block:
+        return template
+    paragraphs = template.split("\n\n")
+    at = next((i for i, p in enumerate(paragraphs) if CONTEXT_PLACEHOLDER in p), len(paragraphs))
+    return "\n\n".join(paragraphs[:at] + [block] + paragraphs[at:])
 
 
 # --- reasoning blocks -----------------------------------------------------------

@@ -40,13 +40,19 @@ def _questions_summary(record: QuestionsRecord, cached: bool) -> dict:
 @stage("questions", writes=("train_path", "val_path", "questions_path"), settings=("generation",), retries=2,
        summary=_questions_summary)
 def generate(chunks_path: Path, settings: Settings, train_path: Path, val_path: Path,
-             questions_path: Path) -> QuestionsRecord:
-    """Write questions for every chunk (cache first), then the train and val datasets."""
+             questions_path: Path, examples: list[str] | None = None) -> QuestionsRecord:
+    """Write questions for every chunk (cache first), then the train and val datasets.
+    ``examples``: questions people wrote, shown in the prompt as the way users ask."""
     from tasks.core.memory import release_freed_memory
     from tasks.core.qa_dataset import build_dataset
     from tasks.questions.generation import generate_questions
     from tasks.questions.llm import make_writer
+    from tasks.questions.prompts import with_examples
 
+    # In the template itself, so that the echo filter also drops copies of the examples.
+    template = with_examples(settings.prompt_template, examples or [])
+    if template != settings.prompt_template:
+        settings = settings.model_copy(update={"prompt_template": template})
     train, val = load_chunks_file(chunks_path)
     result = generate_questions(train + val, settings, make_writer)
     release_freed_memory()  # what the LLM's run left in this process's heap, before training

@@ -127,8 +127,9 @@ def print_results(result: dict) -> None:
         print(console_table(metrics["guard"], changes=COMPARISONS))
     if metrics.get("human"):
         found = summary["stages"].get("human-questions") or {}
+        examples = f", {found['prompt_examples']} were prompt examples" if found.get("prompt_examples") else ""
         print(f"\nquestions written by people about these PDFs ({found.get('resolved')} of {found.get('questions')} "
-              "found in the chunks; report only)")
+              f"found in the chunks{examples}; report only)")
         print(console_table(metrics["human"], changes=COMPARISONS))
     if metrics.get("retriever"):
         r = metrics["retriever"]

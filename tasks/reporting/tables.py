@@ -248,13 +248,18 @@ def human_note(info: Mapping[str, Any]) -> str:
 
     >>> human_note({"file": "q.json", "questions": 10, "resolved": 9, "on_training_chunks": 7})
     '9 of 10 questions in `q.json` were found in the chunks (7 of them in chunks the model was trained on, with LLM questions); report only: they chose no epoch, no α and no promotion.'
+    >>> human_note({"questions": 10, "prompt_examples": 3, "resolved": 7})
+    '7 of 10 questions were found in the chunks; 3 more were examples in the question-writing prompt and are left out; report only: they chose no epoch, no α and no promotion.'
     """
     where = f" in `{info['file']}`" if info.get("file") else ""
+    examples = info.get("prompt_examples") or 0
+    shown = (f"; {examples} more were examples in the question-writing prompt and are left out"
+             if examples else "")
     trained = info.get("on_training_chunks")
     seen = (f" ({trained} of them in chunks the model was trained on, with LLM questions)"
             if trained is not None else "")
     return (f"{info.get('resolved', '?')} of {info.get('questions', '?')} questions{where} were found in the chunks"
-            f"{seen}; report only: they chose no epoch, no α and no promotion.")
+            f"{seen}{shown}; report only: they chose no epoch, no α and no promotion.")
 
 
 def human_lines(info: Mapping[str, Any], limit: int = 20) -> list[str]:

@@ -19,6 +19,7 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
     code = main(["--data", str(cjrc_json), "--n-passages", "8", "--llm-backend", "extractive",
                  "--base-model", str(tiny), "--config", "epochs=1,batch_size=2,hard_negative_miner=bm25",
                  "--generation", "max_copied_chars=0,questions_per_chunk=2", "--reranker-config", "reranker_batch_size=4",
+                 "--prompt-examples", "2",
                  "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert code == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
@@ -32,6 +33,7 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
     assert results["training"]["reranker [base]"]["steps"] > 0
     assert results["human_questions"]["trained"] > 0 and results["human_questions"]["held-out"] > 0
     assert results["generation_settings"] == "max_copied_chars=0,questions_per_chunk=2"
+    assert len(results["prompt_examples"]) == 2
     assert "copies the chunk" not in results["generation"]["dropped"]
     for choice in results["choices"]:  # chosen on the synthetic validation questions
         assert choice["shipped"] in choice["val_ndcg@10"] and "bm25" in choice["val_ndcg@10"]
@@ -39,6 +41,19 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
         # ... and every candidate on the human questions, to see how far that choice lands from the best
         assert set(choice["held-out_ndcg@10"]) == set(choice["val_ndcg@10"]) == set(choice["trained_ndcg@10"])
     assert "| BM25 |" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+
+
+def test_prompt_examples_leave_the_test_set_they_come_from() -> None:
+    from bench.retrievers import without_examples
+    from tasks.core.qa_dataset import QADataset
+
+    ds = QADataset(queries={f"q{i}": f"问题{i}？" for i in range(6)}, corpus={"c": "块"},
+                   relevant_docs={f"q{i}": ["c"] for i in range(6)})
+    kept, examples = without_examples(ds, 2, seed=42)
+    assert len(examples) == 2 and len(kept.queries) == 4
+    assert not set(examples) & set(kept.queries.values())
+    assert set(kept.relevant_docs) == set(kept.queries)
+    assert without_examples(ds, 0, seed=42) == (ds, [])
 
 
 @pytest.mark.parametrize("generation", ["epochs=2", "max_copied_chars=-1", "seed=1"])

@@ -167,6 +167,28 @@ def test_the_stage_writes_the_dataset_or_removes_a_stale_one(tmp_path):
     assert record.dataset is None and record.n_resolved == 0 and not out.exists()
 
 
+def test_prompt_examples_are_chosen_by_id_and_leave_the_evaluation(tmp_path):
+    from tasks.evaluation.human_questions import pick_examples
+    from tasks.evaluation.stage import human_questions, prompt_examples
+
+    qs = [HumanQuestion(f"q{i}", f"问题{i}？", f"证据{i}") for i in range(12)]
+    chosen = [q.qid for q in pick_examples(qs, 3, seed=7)]
+    assert len(set(chosen)) == 3
+    assert [q.qid for q in pick_examples(list(reversed(qs)), 3, seed=7)] == chosen  # not by position
+
+    chunks = tmp_path / "chunks.jsonl"
+    chunks.write_text("".join(json.dumps({**_chunk(f"c{i}", f"证据{i}在这里。").to_dict(), "split": "train"},
+                                         ensure_ascii=False) + "\n" for i in range(12)), encoding="utf-8")
+    path = _write(tmp_path / "q.json", {"questions": [{"id": q.qid, "question": q.question, "evidence": q.evidence}
+                                                      for q in qs]})
+    examples = prompt_examples.fn(str(path), 3, 7)
+    assert [e["id"] for e in examples] == chosen and all(e["question"].endswith("？") for e in examples)
+
+    record = human_questions.fn(str(path), str(chunks), tmp_path / "human.json", [e["id"] for e in examples])
+    assert (record.n_questions, record.n_examples, record.n_resolved, len(record.unresolved)) == (12, 3, 9, 0)
+    assert not set(QADataset.load(Path(record.dataset)).queries) & set(chosen)
+
+
 def test_report_section_shows_the_table_and_what_was_not_found():
     rows = {"base": {"cosine_ndcg@10": 0.5}, "finetuned": {"cosine_ndcg@10": 0.6}}
     summary = {"stages": {"human-questions": {

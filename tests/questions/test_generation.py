@@ -445,3 +445,25 @@ def test_longest_common_run():
     assert longest_common_run("abcdef", "xxbcdxx") == 3
     assert longest_common_run("", "abc") == 0
     assert longest_common_run("尤金袋鼠在哪里", "尤金袋鼠分布在澳洲") == 4
+
+
+def test_the_questions_stage_shows_people_s_questions_and_drops_copies_of_them(tmp_path, monkeypatch):
+    import json
+
+    import tasks.questions.llm as llm
+    from tasks.questions.stage import generate
+
+    chunks = _chunks(3)
+    chunks_path = tmp_path / "chunks.jsonl"
+    chunks_path.write_text("".join(json.dumps({**c.to_dict(), "split": "train"}, ensure_ascii=False) + "\n"
+                                   for c in chunks), encoding="utf-8")
+    example = "被告人最后被判了几年有期徒刑？"
+    writer = CountingWriter(answers={"内容第1段": example})  # the model copies the example for one chunk
+    monkeypatch.setattr(llm, "make_writer", lambda _settings: writer)
+
+    record = generate.fn(chunks_path, _settings(tmp_path, generation_retries=0), tmp_path / "train.json",
+                         tmp_path / "val.json", tmp_path / "questions.jsonl", [example, "罚金是多少？"])
+    assert len(writer.prompts) == 3
+    assert all(example in p and "罚金是多少？" in p for p in writer.prompts)
+    assert record.stats["dropped"] == {"repeats the prompt's example": 1}
+    assert record.n_train_queries == 2

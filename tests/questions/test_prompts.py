@@ -177,3 +177,24 @@ WRAPPERS = [
 @given(q=QUESTION, wrapper=st.sampled_from(WRAPPERS))
 def test_wrapping_a_question_returns_it(q, wrapper):
     assert parse_questions(wrapper.format(q=q), 1) == [q]
+
+
+def test_people_s_questions_go_into_the_default_prompt_as_instructions_before_the_material():
+    from tasks.core.settings import DEFAULT_PROMPT_TEMPLATE as T
+    from tasks.questions.prompts import EXAMPLES_HEADER, with_examples
+
+    shown = with_examples(T, ["被告人犯什么罪？", " ", "判了几年？"])
+    assert shown.count("- ") == 2 and "- 被告人犯什么罪？\n- 判了几年？" in shown
+    # After the format example, before the material the questions are about.
+    assert shown.index("示例问题") < shown.index(EXAMPLES_HEADER) < shown.index("参考资料：\n") < shown.index("{context_str}")
+    prompt = build_prompt(shown, "本院认为，被告人张某犯盗窃罪。", 1)
+    assert "本院认为" in prompt and "被告人犯什么罪？" in prompt
+    assert with_examples(T, []) == T  # no examples: the same template, so the same cache keys
+
+
+def test_a_template_can_place_the_examples_itself_and_loses_the_placeholder_without_them():
+    from tasks.questions.prompts import with_examples
+
+    template = "{examples_str}\n资料：{context_str}\n出{num_questions_per_chunk}题"
+    assert with_examples(template, ["谁？"]).startswith("用户平时这样提问")
+    assert with_examples(template, []) == "\n资料：{context_str}\n出{num_questions_per_chunk}题"
