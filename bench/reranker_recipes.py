@@ -18,7 +18,10 @@ A variant's fields: ``loss`` (``mnrl``: listwise, the pipeline's; ``bce``: binar
 cross-entropy, positives weighted by the negatives), ``epochs``, ``lr``, ``bs`` (questions a
 step for mnrl, pairs for bce), ``nneg`` (hard negatives), ``inbatch`` (mnrl's in-batch
 negatives), ``head`` (``cls``: the library's head on the first token; ``pool``: a linear head
-on the model's own pooling), ``src`` (``fit`` or ``human``).
+on the model's own pooling), ``src`` (``fit`` or ``human``), ``hn`` (with ``src=human``: that
+many of those questions, drawn at random, e.g. as many as the fit set has, so that only their
+quality differs), ``maxlen`` (tokens a pair), ``layers`` (keep the encoder's first N layers:
+a smaller, faster reranker).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from bench import cmrc_human as ch
 from bench.harness import BenchInputError, markdown_table, report_results, setup_logging
 
 DEFAULTS = {"loss": "mnrl", "epochs": "2", "lr": "5e-5", "bs": "8", "nneg": "4", "inbatch": "4", "head": "cls",
-            "src": "fit", "maxlen": "256"}
+            "src": "fit", "maxlen": "256", "layers": "all", "hn": "all"}
 DEPTH = 20
 
 
@@ -98,6 +101,8 @@ def train_variant(base: str, model, dataset, v: dict[str, str], seed: int, out: 
     from tasks.reranking.training import max_length
 
     limit = max_length(base, Settings(reranker_max_length=int(v["maxlen"])))  # no more than the model's positions
+    if v["hn"] != "all":
+        dataset = sample_questions(dataset, int(v["hn"]), seed)
     evaluator, _, _, fused = first_stage(model, dataset)
     rows = first_stage_rows(dataset, fused, evaluator.queries_ids, evaluator.corpus_ids, int(v["nneg"]), DEPTH)
     torch.manual_seed(seed)
@@ -111,6 +116,8 @@ def train_variant(base: str, model, dataset, v: dict[str, str], seed: int, out: 
         ce.max_seq_length = limit
     else:
         ce = CrossEncoder(base, num_labels=1, max_length=limit)
+    if v["layers"] != "all":
+        keep_layers(ce, int(v["layers"]))
     ce.model.get_input_embeddings().weight.requires_grad_(False)
     if v["loss"] == "bce":
         pairs = [(r["query"], r[k], float(k == "positive")) for r in rows for k in r if k != "query"]
@@ -123,10 +130,29 @@ def train_variant(base: str, model, dataset, v: dict[str, str], seed: int, out: 
     args = CrossEncoderTrainingArguments(output_dir=str(out), num_train_epochs=float(v["epochs"]),
                                          per_device_train_batch_size=int(v["bs"]), learning_rate=float(v["lr"]),
                                          warmup_steps=0.1, save_strategy="no", report_to="none", seed=seed,
-                                         use_cpu=True, batch_sampler="no_duplicates" if v["loss"] == "mnrl" else "batch_sampler")
+                                         use_cpu=True, gradient_checkpointing=True,  # as the pipeline trains it
+                                         batch_sampler="no_duplicates" if v["loss"] == "mnrl" else "batch_sampler")
     started = time.monotonic()
     CrossEncoderTrainer(model=ce, args=args, train_dataset=train.shuffle(seed=seed), loss=loss).train()
     return ce, time.monotonic() - started
+
+
+def sample_questions(dataset, n: int, seed: int):
+    """``n`` of ``dataset``'s questions drawn at random, with the whole corpus."""
+    import random
+
+    from tasks.core.qa_dataset import QADataset
+
+    keep = set(random.Random(seed).sample(sorted(dataset.queries), min(n, len(dataset.queries))))
+    return QADataset(queries={q: t for q, t in dataset.queries.items() if q in keep}, corpus=dataset.corpus,
+                     relevant_docs={q: d for q, d in dataset.relevant_docs.items() if q in keep})
+
+
+def keep_layers(ce, n: int) -> None:
+    """Cut the cross-encoder's encoder to its first ``n`` layers."""
+    encoder = ce.model.base_model
+    encoder.encoder.layer = encoder.encoder.layer[:n]
+    encoder.config.num_hidden_layers = n
 
 
 def rows_for(name: str, dataset, model, reranker) -> list[dict]:
