@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     llm_top_p: float = Field(0.8, gt=0, le=1)
     llm_max_tokens: int = Field(96, gt=0, description="Most tokens written per answer.")
     llm_threads: int | None = Field(
-        None, description="CPU threads for the gguf backend (default: the cores other programs leave free, at least 1)."
+        None, description="CPU threads for the gguf backend (default: the cores other programs leave free, at least 1, "
+        "looked at again every few seconds while it generates)."
     )
     llm_context: int = Field(2048, gt=0, description="Context window for the gguf backend.")
     # gguf backend speed (measured in bench/generation.py). None of these changes
