@@ -128,7 +128,7 @@ def test_a_server_that_restarts_mid_run_costs_a_pause_not_the_run(tmp_path, capl
     assert server.answered == Counter(range(n))  # every chunk answered once: nothing asked twice
     assert result.stats.requests_sent == n
     waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LLM server unreachable")]
-    assert waits and re.match(r"LLM server unreachable, retrying in \d+ s \(attempt 2 of \d+\)", waits[0])
+    assert waits and re.match(r"LLM server unreachable, retrying in 0.1 s \(attempt 2 of \d+\)", waits[0])
     # One log line per pause, not one per concurrent request.
     from tasks.questions.llm.openai_backend import outage_pauses
 

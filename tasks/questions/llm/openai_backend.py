@@ -122,7 +122,7 @@ class _Outage:
             self._step += 1
             self._retry_at = now + pause
             logger.warning(
-                "LLM server unreachable, retrying in %.0f s (attempt %d of %d): %s %s",
+                "LLM server unreachable, retrying in %.3g s (attempt %d of %d): %s %s",
                 pause, self._step + 1, len(self.pauses) + 1, self.url, reason,
             )
             return pause
