@@ -7,6 +7,11 @@ other exception is a bug and keeps its traceback. Each subclass also derives fro
 builtin exception its callers caught before it existed (``ValueError``, ``OSError``, …).
 The few that are not a :class:`PipelineError` mean a bug and keep their traceback.
 
+A :class:`TransientError` is a :class:`PipelineError` that a second try may not meet: a
+server or network that was away (the LLM server restarting, a download cut off). The
+stages that retry (:func:`tasks.core.stage.retry_unless_user_error`) retry those, and
+never another :class:`PipelineError`, which would only fail the same way again.
+
 Example::
 
     >>> from tasks.core.errors import PipelineError, PreflightError
@@ -25,6 +30,13 @@ from typing import Any
 
 class PipelineError(Exception):
     """Raised for bad input, a bad setting or a missing model: the message says what to do."""
+
+
+class TransientError(PipelineError):
+    """Raised when a server or the network was away: trying again later may succeed.
+
+    The message still says what to do when it does not (start the server, check the network).
+    """
 
 
 # --- settings and command lines -----------------------------------------------------
@@ -104,8 +116,16 @@ class BaseModelError(PipelineError, RuntimeError):
     """Raised when the base model cannot be found, downloaded or converted."""
 
 
+class BaseModelDownloadError(BaseModelError, TransientError):
+    """Raised when downloading a model failed on the network (no connection, a timeout, a cut-off transfer)."""
+
+
 class LLMError(PipelineError, RuntimeError):
     """Raised when the LLM cannot write an answer: not installed, not reachable, or it refused the request."""
+
+
+class LLMUnreachableError(LLMError, TransientError):
+    """Raised when the LLM server took no connection for as long as the backend waits for it."""
 
 
 class BundledModelError(PipelineError, RuntimeError):

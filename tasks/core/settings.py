@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     llm_top_p: float = Field(0.8, gt=0, le=1)
     llm_max_tokens: int = Field(96, gt=0, description="Most tokens written per answer.")
     llm_threads: int | None = Field(
-        None, description="CPU threads for the gguf backend (default: the cores other programs leave free, at least 1)."
+        None, description="CPU threads for the gguf backend (default: the cores other programs leave free, at least 1, "
+        "looked at again every few seconds while it generates)."
     )
     llm_context: int = Field(2048, gt=0, description="Context window for the gguf backend.")
     # gguf backend speed (measured in bench/generation.py). None of these changes
@@ -155,6 +156,10 @@ class Settings(BaseSettings):
     )
     llm_timeout_s: float = Field(120.0, gt=0, description="Per-request timeout of the openai backend.")
     llm_concurrency: int = Field(8, gt=0, description="Concurrent requests of the openai backend.")
+    llm_unreachable_wait_s: float = Field(
+        120.0, ge=0,
+        description="openai: how long a server that has answered before may refuse connections (a restart) "
+        "before the stage fails; it is tried again with growing pauses meanwhile. 0: do not wait.")
     vllm_batch_size: int = Field(512, gt=0, description="Prompts per vLLM generate call.")
     vllm_tensor_parallel_size: int = Field(
         1, gt=0, description="GPUs one vLLM model is split over (tensor parallelism), for models too big for one GPU."
@@ -474,7 +479,7 @@ SETTING_GROUPS: dict[str, tuple[str, ...]] = {
         "profile", "models_dir", "cache_dir", "seed", "val_corpus", "extractive_delay_s", "llm_backend", "llm_model",
         "llm_base_url", "llm_api_key", "llm_temperature", "llm_top_p", "llm_max_tokens", "llm_threads",
         "llm_context", "llm_parallel", "llm_batch_tokens", "llm_prefix_cache", "llm_stop_early", "llm_passive_wait",
-        "llm_timeout_s", "llm_concurrency", "vllm_batch_size", "vllm_tensor_parallel_size", "questions_per_chunk",
+        "llm_timeout_s", "llm_concurrency", "llm_unreachable_wait_s", "vllm_batch_size", "vllm_tensor_parallel_size", "questions_per_chunk",
         "filter_non_questions", "max_copied_chars", "min_question_chars", "max_question_chars",
         "filter_non_chinese", "filter_prompt_echo", "filter_duplicates", "skip_low_value_chunks",
         "generation_retries", "max_failed_share", "prompt_template",

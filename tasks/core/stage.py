@@ -33,22 +33,23 @@ from prefect import get_run_logger, task
 from prefect.states import State
 
 from tasks.core.caching import StageCache, path_parameters
-from tasks.core.errors import PipelineError
+from tasks.core.errors import PipelineError, TransientError
 from tasks.core.settings import Settings
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry what a second try may fix, never a user's error.
 
-    A crashed LLM server or a timeout may pass; a :class:`PipelineError` (too many chunks
-    failed, a bad file, a bad setting) fails the same way again, so retrying only delays the
-    message the user needs.
+    A :class:`TransientError` (the LLM server still away after the backend's own wait, a
+    download cut off by the network) may pass, and so may an unexpected exception; any
+    other :class:`PipelineError` (too many chunks failed, a bad file, a bad setting) fails
+    the same way again, so retrying it only delays the message the user needs.
     """
     try:
         error = state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001 - an unreadable result is no reason to give up retrying
         return True
-    return not isinstance(error, PipelineError)
+    return isinstance(error, TransientError) or not isinstance(error, PipelineError)
 
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.core.errors import BaseModelError
+from tasks.core.errors import BaseModelDownloadError, BaseModelError
 from tasks.core.fileio import replace_folder, write_json_atomic
 from tasks.core.settings import BCE_MODELSCOPE_ID, BUNDLED_E5, Settings
 
@@ -279,14 +279,53 @@ def download_snapshot(model_id: str, hub: str, cache_dir: Path) -> Path:
     raise ValueError(f"unknown model hub {hub!r}")
 
 
+def network_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is the network failing (no
+    connection, a timeout, a cut-off transfer): what a later try may not meet. An id that
+    does not exist is not, and neither is an offline mode the user chose (``HF_HUB_OFFLINE``
+    raises a ``ConnectionError`` too).
+
+    >>> network_failure(ConnectionError("Connection reset by peer")), network_failure(ValueError("no such repo"))
+    (True, False)
+    """
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if any("Offline" in type(e).__name__ for e in chain):
+        return False
+    return any(isinstance(e, _network_errors()) for e in chain)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import socket
+
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
+    try:  # huggingface_hub's client
+        import httpx
+
+        errors += [httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError]
+    except ImportError:
+        pass
+    try:  # modelscope's client
+        import requests
+
+        errors += [requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def _download(spec: str, hub: str, cache_dir: Path, what: str, fix: str) -> Path:
     try:
         path = download_snapshot(spec, hub, cache_dir)
     except Exception as exc:
         hint = f" (there is no local folder {spec} either)" if "/" in spec else ""
-        raise BaseModelError(
-            f"could not download {what} {spec!r} from {hub}{hint}: {type(exc).__name__}: {exc}. Fix: {fix}"
-        ) from exc
+        message = f"could not download {what} {spec!r} from {hub}{hint}: {type(exc).__name__}: {exc}. Fix: {fix}"
+        if network_failure(exc):
+            # Worth the stage's retry: the network may be back; the message still says what else to do.
+            raise BaseModelDownloadError(f"{message} Or check the network and run again.") from exc
+        raise BaseModelError(message) from exc
     if not Path(path).is_dir():
         raise BaseModelError(f"downloading {spec!r} from {hub} gave {path}, which is not a folder")
     return Path(path)

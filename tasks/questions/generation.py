@@ -17,7 +17,10 @@ Around that:
   again with another seed, up to ``generation_retries`` times. Attempt ``a`` has its
   own cache file (the fingerprint plus ``attempt``), so a rerun is all cache hits;
 - chunks that still have an LLM error or no question at all are listed, and the run
-  fails only when they are more than ``max_failed_share`` of the chunks asked.
+  fails only when they are more than ``max_failed_share`` of the chunks asked;
+- an LLM server that went away is not a bad batch: the writer waits for it, and if it
+  gives up (a :class:`TransientError`) generation stops at once, every answer so far
+  cached, for the stage's retry to ask only the rest.
 
 Example::
 
@@ -47,7 +50,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from tasks.chunks.quality import skip_reason
-from tasks.core.errors import GenerationFailedError, LLMError
+from tasks.core.errors import GenerationFailedError, LLMError, TransientError
 from tasks.core.fileio import stable_hash
 from tasks.questions.answer_cache import GenerationCache
 from tasks.questions.llm.base import QuestionWriter
@@ -376,7 +379,8 @@ def _ask(
 
     A failed batch is recorded and the next one tried (a retry round asks it again); a few
     failed batches in a row mean the LLM is down, and waiting on every other batch would
-    only take longer, so that raises.
+    only take longer, so that raises. A :class:`TransientError` (the server away longer
+    than the writer waits for it) says nothing about the batch, and is raised as it is.
     """
     batch = batch_size_for(settings)
     started = time.perf_counter()
@@ -391,6 +395,8 @@ def _ask(
             answered: set[str] = set()
             try:
                 _complete(writer, prompts, bar.update, _keeper(part, cache, answered))
+            except TransientError:
+                raise
             except Exception as e:  # noqa: BLE001 - any backend failure: record it, retry the chunks later
                 log.warning("questions: a batch of %d chunks failed: %s", len(part), _error(e))
                 rest = [i for i, t in enumerate(part) if t not in answered]
@@ -473,6 +479,8 @@ def _one_by_one(writer: QuestionWriter, texts: list[str], prompts: list[str], ca
     for text, prompt in zip(texts, prompts):
         try:
             _complete(writer, [prompt], None, lambda _, raw, text=text: cache.add(text, raw))
+        except TransientError:
+            raise
         except Exception as e:  # noqa: BLE001 - recorded per chunk
             errors[text] = _error(e)
     return errors

@@ -16,7 +16,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import BertConfig, BertModel, BertTokenizer
 
 import tasks.models.base as base_model
-from tasks.core.errors import BaseModelError
+from tasks.core.errors import BaseModelError, TransientError
 from tasks.models.base import (
     MARKER,
     BaseModelInfo,
@@ -288,15 +288,37 @@ def test_failed_download_names_id_hub_reason_and_fix(tmp_path: Path, monkeypatch
     with pytest.raises(BaseModelError) as err:
         prepare_base_model(settings(tmp_path, BCE_MODELSCOPE_ID))
     message = str(err.value)
-    for part in (BCE_MODELSCOPE_ID, "modelscope", "Name or service not known", "--base-model", BUNDLED_E5):
+    for part in (BCE_MODELSCOPE_ID, "modelscope", "Name or service not known", "--base-model", BUNDLED_E5,
+                 "check the network"):
         assert part in message
+    assert isinstance(err.value, TransientError)  # the stage's retry may find the network back
+
+
+@pytest.mark.parametrize("failure, transient", [
+    (lambda: __import__("httpx").ReadTimeout("timed out"), True),
+    (lambda: __import__("requests").ConnectionError("Connection aborted"), True),
+    (lambda: ValueError("someone/not-a-model is not a repository"), False),
+], ids=["httpx-timeout", "requests-connection", "no-such-repository"])
+def test_only_a_network_failure_of_a_download_is_transient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           failure, transient: bool) -> None:
+    def broken(model_id: str, hub: str, cache_dir: Path) -> Path:
+        try:
+            raise failure()
+        except Exception as cause:  # as the hub clients do: their own error, raised from the network's
+            raise OSError(f"could not fetch {model_id}") from cause
+
+    monkeypatch.setattr(base_model, "download_snapshot", broken)
+    with pytest.raises(BaseModelError) as err:
+        prepare_base_model(settings(tmp_path, BCE_MODELSCOPE_ID))
+    assert isinstance(err.value, TransientError) is transient
 
 
 def test_real_hugging_face_client_offline_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("huggingface_hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(BaseModelError, match="could not download base model 'someone/not-cached' from huggingface"):
+    with pytest.raises(BaseModelError, match="could not download base model 'someone/not-cached' from huggingface") as err:
         prepare_base_model(settings(tmp_path, "someone/not-cached", model_hub="huggingface"))
+    assert not isinstance(err.value, TransientError)  # offline by the user's choice: a retry cannot help
 
 
 # ------------------------------------------------------------------------- bundled

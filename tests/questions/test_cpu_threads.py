@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tasks.questions.llm.cpu_threads import (
+    LoadMeter,
+    ThreadTuner,
     choose_threads,
     cpu_quota,
     describe,
@@ -81,6 +85,57 @@ def test_cgroup_quota_v2_v1_and_none(tmp_path):
     (v1 / "cpu.cfs_period_us").write_text("100000\n")
     assert cpu_quota(v1.parent) == 3.0
     assert cpu_quota(tmp_path / "none") is None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _tuner(threads: int, loads: list[float], cpus: int = 2, **kwargs):
+    clock, applied, asked = _Clock(), [], []
+
+    def busy() -> float:
+        asked.append(clock.now)
+        return loads.pop(0)
+
+    tuner = ThreadTuner(threads, cpus=cpus, set_threads=applied.append, busy_elsewhere=busy, clock=clock,
+                        every_s=5.0, **kwargs)
+    return tuner, clock, applied, asked
+
+
+def test_the_tuner_grows_when_the_neighbour_leaves_and_shrinks_when_one_comes(caplog):
+    # The run: one core busy for a moment at load, idle afterwards; later a neighbour again.
+    tuner, clock, applied, asked = _tuner(1, [1.0, 0.1, 0.2, 1.1])
+    with caplog.at_level("INFO", logger="tasks.questions.llm.cpu_threads"):
+        for clock.now in (1.0, 4.9, 5.0, 7.0, 10.0, 15.0, 20.0):
+            tuner.tick()
+    assert asked == [5.0, 10.0, 15.0, 20.0]  # at most once every 5 s, however often ticked
+    assert applied == [2, 1]  # one change per move of the load, none when the count stays
+    assert tuner.threads == 1 and tuner.changes == [(10.0, 2), (20.0, 1)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "llm: 2 threads now (was 1; 2 cores, 0.1 busy with other processes)",
+        "llm: 1 thread now (was 2; 2 cores, 1.1 busy with other processes)",
+    ]
+
+
+def test_the_tuner_keeps_within_the_quota():
+    tuner, clock, applied, _ = _tuner(1, [0.0], cpus=16, quota=2.5)
+    clock.now = 5.0
+    assert tuner.tick().threads == 2 and applied == [2]
+
+
+def test_the_load_meter_measures_the_time_since_its_last_look():
+    meter = LoadMeter()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # this process's own work is not a neighbour's
+        pass
+    first = meter.busy_elsewhere()
+    assert 0.0 <= first <= len(os.sched_getaffinity(0))
+    assert 0.0 <= meter.busy_elsewhere() <= len(os.sched_getaffinity(0))
 
 
 def test_pick_threads_measures_only_when_not_told():

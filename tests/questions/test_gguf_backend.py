@@ -244,3 +244,33 @@ def test_real_batched_generation_writes_questions(caplog):
     assert stats.prompts == 3 and stats.prefix_hits == 2  # the chunk starting with a newline ran whole
     assert 0 < stats.output_tokens <= 3 * 48
     assert writer.requests_sent == 3
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_the_thread_count_changes_while_the_real_model_generates(caplog):
+    """The tuner's change reaches llama.cpp's running context, between two decode calls."""
+    from tasks.questions.llm.cpu_threads import ThreadTuner
+    from tasks.questions.llm.gguf_backend import GGUFWriter
+
+    writer = GGUFWriter(GGUF, n_parallel=2, sampling=Sampling(max_tokens=16), prefix_template=None)
+    with writer:
+        engine = writer.load()
+        assert writer.thread_tuner is not None  # no llm_threads: the count is looked at again
+        # The load as the tuner sees it: a neighbour on one core, then gone.
+        loads = iter([1.5, 0.0])
+        seen = []
+        engine.set_threads(2)
+        assert engine.threads() == 2
+        writer.thread_tuner = ThreadTuner(2, cpus=2, every_s=0.0,
+                                          set_threads=lambda n: (engine.set_threads(n), seen.append(engine.threads())),
+                                          busy_elsewhere=lambda: next(loads, 0.0))
+        with caplog.at_level("INFO", logger="tasks.questions.llm.cpu_threads"):
+            raws = writer.complete([build_prompt(DEFAULT_PROMPT_TEMPLATE, "冰在零度融化，水在一百摄氏度沸腾。", 1)])
+        assert raws[0]
+        threads_at_end = engine.threads()
+    assert seen == [1, 2] and threads_at_end == 2  # llama.cpp's own count, read back from the context
+    assert [r.getMessage().split(";")[0] for r in caplog.records if "now" in r.getMessage()] == [
+        "llm: 1 thread now (was 2", "llm: 2 threads now (was 1"]
+    # Without a recheck, or with llm_threads set, the count stays as chosen at load.
+    assert GGUFWriter(GGUF, recheck_threads_s=None).thread_tuner is None

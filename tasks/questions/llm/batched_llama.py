@@ -202,6 +202,15 @@ class BatchedLlama:
             self.n_ctx_per_seq, self.n_batch, self.use_mmap,
         )
 
+    def set_threads(self, n_threads: int) -> None:
+        """Run the next decode calls on ``n_threads`` threads (prompt and generation alike)."""
+        self._L.llama_set_n_threads(self._ctx, n_threads, n_threads)
+        self.n_threads = n_threads
+
+    def threads(self) -> int:
+        """The thread count llama.cpp's context runs with now."""
+        return int(self._L.llama_n_threads(self._ctx))
+
     def close(self) -> None:
         L = getattr(self, "_L", None)
         if L is None:
@@ -247,11 +256,13 @@ class BatchedLlama:
         stop: Callable[[str], bool] | None = None,
         on_done: Callable[[int], None] | None = None,
         on_answer: Callable[[int, str], None] | None = None,
+        between_steps: Callable[[], object] | None = None,
     ) -> list[str]:
         """The answer to each rendered chat text (as from :meth:`ChatTokenizer.render`), in order.
 
         As each prompt finishes (they finish out of order), ``on_answer(its index, its
-        answer)`` and then ``on_done(1)`` are called.
+        answer)`` and then ``on_done(1)`` are called. ``between_steps()`` is called before
+        every decode call, where the thread count may change (:meth:`set_threads`).
         """
         L = self._L
         started = time.perf_counter()
@@ -272,6 +283,8 @@ class BatchedLlama:
                 for slot in slots:
                     if slot.index < 0 and queue:
                         self._start(slot, queue.popleft(), tokenized, sampling)
+                if between_steps is not None:
+                    between_steps()
                 self._step(slots)
                 for slot in slots:
                     if slot.batch_row < 0:

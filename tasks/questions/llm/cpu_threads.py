@@ -12,6 +12,11 @@ the user says otherwise:
 * **passive wait**: ``OMP_WAIT_POLICY=PASSIVE`` is set before llama.cpp's OpenMP
   runtime is loaded, so a thread with nothing to do sleeps instead of spinning.
 
+A neighbour that was busy for a moment at load must not cost the whole run a core, nor
+one that starts later slow every step: while it generates, the backend looks again every
+few seconds (:class:`ThreadTuner`, over the CPU time of the seconds since its last look)
+and gives llama.cpp more or fewer threads, saying so in the log.
+
 ``llm_threads`` and ``OMP_WAIT_POLICY`` in the environment win over both choices.
 ``llama_cpp, wait = import_llama_cpp(passive=True)`` imports llama.cpp and says in ``wait``
 which policy its threads got (``'passive wait'`` when this import set it).
@@ -22,25 +27,34 @@ Example::
     ThreadChoice(threads=1, why='2 cores, 1.3 busy with other processes')
     >>> describe(choose_threads(cpus=2, busy_elsewhere=1.3), describe_wait(None, passive=True, new_openmp=True))
     'llm: 1 thread (2 cores, 1.3 busy with other processes), passive wait'
+    >>> describe_change(1, choose_threads(cpus=2, busy_elsewhere=0.1))
+    'llm: 2 threads now (was 1; 2 cores, 0.1 busy with other processes)'
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 __all__ = [
-    "ThreadChoice", "all_cores", "busy_elsewhere", "choose_threads", "cpu_quota", "describe", "describe_wait",
-    "import_llama_cpp", "parse_cpu_quota", "pick_threads",
+    "LoadMeter", "ThreadChoice", "ThreadTuner", "all_cores", "busy_elsewhere", "choose_threads", "cpu_quota",
+    "describe", "describe_change", "describe_wait", "import_llama_cpp", "parse_cpu_quota", "pick_threads",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Long enough to see a neighbour that works in bursts, short next to loading the model.
 SAMPLE_S = 1.0
+# How often generation looks at the load again: the average over this long is what counts, so
+# a burst shorter than it barely moves the choice, and a neighbour that stays is seen within it.
+RECHECK_S = 5.0
 # What OpenMP reads once, when its runtime is loaded with llama.cpp.
 WAIT_ENV = "OMP_WAIT_POLICY"
 # The wait policy llama.cpp was loaded with in this process (None: not loaded by us).
@@ -84,6 +98,11 @@ def choose_threads(
 def describe(choice: ThreadChoice, wait: str) -> str:
     """The run log's one line about it."""
     return f"llm: {choice.threads} thread{'s' * (choice.threads != 1)} ({choice.why}), {wait}"
+
+
+def describe_change(was: int, choice: ThreadChoice) -> str:
+    """The run log's line when generation changes the thread count."""
+    return f"llm: {choice.threads} thread{'s' * (choice.threads != 1)} now (was {was}; {choice.why})"
 
 
 def all_cores() -> int:
@@ -147,6 +166,99 @@ def busy_elsewhere(sample_s: float = SAMPLE_S) -> tuple[float, str]:
     busy = _busy_seconds(psutil, cpus) - before
     own = time.process_time() - own_before
     return max(0.0, (busy - own) / (time.monotonic() - started)), "sampled"
+
+
+class LoadMeter:
+    """:func:`busy_elsewhere` without the sleep: each :meth:`busy_elsewhere` call measures the
+    time since the previous one (since the meter was made, the first time), so a caller that
+    looks every few seconds pays a read of ``/proc/stat``, not a pause."""
+
+    def __init__(self) -> None:
+        try:
+            import psutil  # installed with accelerate
+        except ImportError:
+            psutil = None
+        self._psutil = psutil
+        try:
+            self._cpus: list[int] | None = sorted(os.sched_getaffinity(0))
+        except AttributeError:
+            self._cpus = None
+        self._last = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        busy = _busy_seconds(self._psutil, self._cpus) if self._psutil is not None else 0.0
+        return busy, time.process_time(), time.monotonic()
+
+    def busy_elsewhere(self) -> float:
+        """Cores other processes kept busy, on average, since the last call."""
+        if self._psutil is None:
+            return _load_average_elsewhere()[0]
+        (busy0, own0, t0), now = self._last, self._now()
+        self._last = now
+        busy, own, t = now
+        return max(0.0, ((busy - busy0) - (own - own0)) / max(t - t0, 1e-6))
+
+
+class ThreadTuner:
+    """Gives llama.cpp the threads the load leaves free, looked at again every ``every_s`` while
+    it generates.
+
+    ``set_threads(n)`` changes the running context's thread count (llama.cpp takes a new
+    count between two decode calls); ``busy_elsewhere()`` is a :class:`LoadMeter`'s;
+    ``clock`` is ``time.monotonic``. :meth:`tick` is cheap when it is not yet time, so the
+    decode loop calls it at every step.
+
+    >>> applied = []
+    >>> tuner = ThreadTuner(1, cpus=2, set_threads=applied.append, busy_elsewhere=lambda: 0.1,
+    ...                     clock=iter([0.0, 2.0, 5.0]).__next__, every_s=5.0)
+    >>> tuner.tick(), tuner.tick(), applied
+    (None, ThreadChoice(threads=2, why='2 cores, 0.1 busy with other processes'), [2])
+    """
+
+    def __init__(
+        self,
+        threads: int,
+        *,
+        cpus: int,
+        set_threads: Callable[[int], None],
+        busy_elsewhere: Callable[[], float],
+        quota: float | None = None,
+        every_s: float = RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threads = threads
+        self.cpus = cpus
+        self.quota = quota
+        self.every_s = every_s
+        self._set_threads = set_threads
+        self._busy_elsewhere = busy_elsewhere
+        self._clock = clock
+        self._started = clock()
+        self._next = self._started + every_s
+        # (seconds since the tuner was made, threads from then on), for benchmarks and tests.
+        self.changes: list[tuple[float, int]] = []
+
+    def tick(self) -> ThreadChoice | None:
+        """Look at the load if it is time; the new choice when the thread count changed, else None."""
+        now = self._clock()
+        if now < self._next:
+            return None
+        self._next = now + self.every_s
+        choice = choose_threads(self.cpus, self._busy_elsewhere(), quota=self.quota)
+        if choice.threads == self.threads:
+            return None
+        self._set_threads(choice.threads)
+        logger.info("%s", describe_change(self.threads, choice))
+        self.threads = choice.threads
+        self.changes.append((round(now - self._started, 1), choice.threads))
+        return choice
+
+    @classmethod
+    def for_this_machine(cls, threads: int, set_threads: Callable[[int], None],
+                         every_s: float = RECHECK_S) -> "ThreadTuner":
+        """A tuner over this process's cores and CPU quota, its load measured by a :class:`LoadMeter`."""
+        return cls(threads, cpus=all_cores(), set_threads=set_threads, busy_elsewhere=LoadMeter().busy_elsewhere,
+                   quota=cpu_quota(), every_s=every_s)
 
 
 def _busy_seconds(psutil, cpus: list[int] | None) -> float:

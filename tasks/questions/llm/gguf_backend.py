@@ -8,7 +8,8 @@ stopped after the questions asked for (see ``bench/generation.py`` for what each
 buys). Each prompt is sampled with the same seed, so a chunk's question does not
 depend on which chunks came before it or beside it (the per-chunk cache relies on that).
 Unless ``llm_threads`` is set, the thread count is chosen at load from the cores other
-programs leave free, and idle threads sleep rather than spin (:mod:`tasks.questions.llm.cpu_threads`).
+programs leave free and looked at again every few seconds while it generates, and idle
+threads sleep rather than spin (:mod:`tasks.questions.llm.cpu_threads`).
 
 Example, with the bundled GGUF (the question it writes, e.g. ``'水在标准大气压下的沸点是多少？'``,
 depends on the machine)::
@@ -29,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import LLMError
 from tasks.questions.llm.base import AnswerCallback, BaseWriter, ProgressCallback, Sampling
-from tasks.questions.llm.cpu_threads import ThreadChoice, describe, import_llama_cpp, pick_threads
+from tasks.questions.llm.cpu_threads import (
+    RECHECK_S, ThreadChoice, ThreadTuner, describe, import_llama_cpp, pick_threads,
+)
 
 if TYPE_CHECKING:
     from tasks.core.settings import Settings
@@ -83,11 +86,13 @@ class GGUFWriter(BaseWriter):
         stop_early: bool = True,
         use_mmap: bool = False,
         passive_wait: bool = True,
+        recheck_threads_s: float | None = RECHECK_S,
     ) -> None:
         """``prefix_template``: the prompt template whose fixed start is evaluated once (None: no prefix cache).
 
         ``n_threads`` None: chosen at load from the cores other processes leave free, and
-        ``passive_wait`` lets idle threads sleep (see :mod:`tasks.questions.llm.cpu_threads`).
+        chosen again every ``recheck_threads_s`` while generating (None: kept as chosen at
+        load); ``passive_wait`` lets idle threads sleep (see :mod:`tasks.questions.llm.cpu_threads`).
         """
         super().__init__()
         self.model_path = Path(model_path)
@@ -97,6 +102,9 @@ class GGUFWriter(BaseWriter):
         # What load() chose, for the log and benchmarks (None before the load).
         self.thread_choice: ThreadChoice | None = None
         self.wait_policy: str | None = None
+        self.recheck_threads_s = recheck_threads_s
+        # Changes the thread count while generating; None when it is fixed (llm_threads set, or no recheck).
+        self.thread_tuner: ThreadTuner | None = None
         self.sampling = sampling
         self.n_parallel = n_parallel
         self.n_batch = n_batch
@@ -160,6 +168,9 @@ class GGUFWriter(BaseWriter):
         except BaseException:
             engine.close()
             raise
+        if self.n_threads is None and self.recheck_threads_s is not None:
+            self.thread_tuner = ThreadTuner.for_this_machine(
+                self.thread_choice.threads, engine.set_threads, every_s=self.recheck_threads_s)
         self._engine = engine
         return engine
 
@@ -177,7 +188,9 @@ class GGUFWriter(BaseWriter):
         chats = [engine.tokenizer.render(p) for p in prompts]
         self.requests_sent += len(prompts)
         stop = QuestionStop(self.questions_per_chunk) if self.stop_early else None
-        return engine.generate(chats, self.sampling, stop=stop, on_done=on_progress, on_answer=on_answer)
+        tick = self.thread_tuner.tick if self.thread_tuner is not None else None
+        return engine.generate(chats, self.sampling, stop=stop, on_done=on_progress, on_answer=on_answer,
+                               between_steps=tick)
 
     def close(self) -> None:
         engine, self._engine = self._engine, None
