@@ -125,3 +125,52 @@ def test_untrusted_code_and_garbage_defaults():
     s = Settings()
     assert s.trust_remote_code is False
     assert (s.garbage_pdfs, s.garbage_threshold, s.extractive_delay_s) == ("skip", 0.3, 0.0)
+
+
+# --- the settings groups and the model card's settings, read from the fields ---------------
+
+
+def test_a_new_field_joins_its_groups_and_the_card_from_its_own_annotation():
+    from typing import Annotated
+
+    from tasks.core.settings import Group, card_settings, setting_groups
+
+    class WithNewKnobs(Settings):
+        shown: Annotated[int, Group("training", "reranking", card=True)] = 1
+        hidden: Annotated[int, Group("generation")] = 2
+
+    groups = setting_groups(WithNewKnobs)
+    assert "shown" in groups["training"] and "shown" in groups["reranking"] and "shown" not in groups["generation"]
+    assert "hidden" in groups["generation"] and "hidden" not in groups["training"]
+    assert "shown" in card_settings(WithNewKnobs) and "hidden" not in card_settings(WithNewKnobs)
+    # What a stage reading training puts in its cache key follows.
+    assert WithNewKnobs(shown=5).groups_dump(["training"])["shown"] == 5
+
+
+def test_the_groups_and_the_card_are_what_the_fields_say():
+    from tasks.core.settings import SETTING_GROUPS, card_settings, field_group, setting_groups
+    from tasks.registry.release import CARD_SETTINGS
+
+    assert SETTING_GROUPS == setting_groups(Settings)
+    assert CARD_SETTINGS == card_settings(Settings)
+    for name in Settings.model_fields:
+        meta = field_group(Settings, name)
+        assert all(name in SETTING_GROUPS[g] for g in meta.names)
+        assert (name in CARD_SETTINGS) == meta.card
+    # What made the model is on its card; where the run kept its files and the LLM's speed knobs are not.
+    assert {"chunk_size", "epochs", "bm25_tokenizer", "fusion_weights"} <= set(CARD_SETTINGS)
+    assert not {"output_dir", "llm_parallel", "llm_api_key"} & set(CARD_SETTINGS)
+
+
+def test_a_field_without_a_group_or_with_an_unknown_one_is_refused():
+    from typing import Annotated
+
+    from tasks.core.settings import Group, setting_groups
+
+    class Forgotten(Settings):
+        knob: int = 1
+
+    with pytest.raises(TypeError, match=r"setting knob needs exactly one Group\(...\)"):
+        setting_groups(Forgotten)
+    with pytest.raises(ValueError, match=r"settings groups \['trainig'\]: give one or more of"):
+        Annotated[int, Group("trainig")]
