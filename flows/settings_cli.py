@@ -5,7 +5,8 @@ config file (``--config FILE.toml``) > default.
 
 Example::
 
-    >>> settings = settings_from_argv(["--epochs", "1", "--pdf-dir", "my_pdfs"])
+    >>> parser = build_parser("python -m flows.finetune_bce", "")
+    >>> settings = settings_from_args(parser.parse_args(["--epochs", "1", "--pdf-dir", "my_pdfs"]))
     >>> settings.epochs
     1
 """
@@ -16,7 +17,7 @@ import argparse
 import os
 import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -115,6 +116,3 @@ def explain(error: ValidationError) -> str:
         lines.append(f"  {flag}{shown}: {msg}{purpose}")
     return "\n".join(lines)
 
-
-def settings_from_argv(argv: Sequence[str] | None = None, prog: str = "finetune_bce") -> Settings:
-    return settings_from_args(build_parser(prog, "").parse_args(argv))

@@ -45,7 +45,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -585,11 +584,6 @@ def column_prompts(model_prompts: dict[str, str]) -> dict[str, str] | None:
     if model_prompts.get("document"):
         prompts["positive"] = model_prompts["document"]
     return prompts or None
-
-
-def expected_steps(n_pairs: int, batch_size: int, epochs: int) -> int:
-    """Optimizer steps for distinct pairs: the last, smaller batch of an epoch is kept."""
-    return math.ceil(n_pairs / batch_size) * epochs
 
 
 def save_model_atomic(model: SentenceTransformer, output_dir: Path) -> None:
