@@ -16,7 +16,9 @@ from tasks.evaluation.evaluate import evaluate_model
 from tasks.core.qa_dataset import QADataset
 from tasks.core.settings import Settings
 from tasks.core.errors import NotEnoughPairsError
-from tasks.training.trainer import column_prompts, save_model_atomic, train_model
+from tasks.training.recipe import column_prompts
+from tasks.training.saving import save_model_atomic
+from tasks.training.trainer import train_model
 from tests.tiny_model import DEFAULT_PROMPTS, make_tiny_st_model
 
 SUBJECTS = "猫狗马牛羊鸡鸭鹅鱼虾蟹龟蛇鹿熊狼虎豹狐兔鼠猴象鹰"

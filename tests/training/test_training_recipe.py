@@ -14,13 +14,8 @@ from transformers import TrainerCallback
 from tasks.evaluation.evaluate import evaluate_model
 from tasks.core.settings import Settings
 from tasks.core.errors import TrainingSettingsError
-from tasks.training.trainer import (
-    default_learning_rate,
-    precision_flags,
-    run_fingerprint,
-    train_model,
-    training_arguments,
-)
+from tasks.training.recipe import default_learning_rate, precision_flags, training_arguments
+from tasks.training.trainer import run_fingerprint, train_model
 from tests.training.test_training import animal_dataset
 from tests.tiny_model import make_tiny_st_model
 
@@ -276,7 +271,7 @@ def test_alphas_come_as_a_list_from_text_env_and_flags(monkeypatch) -> None:
 
 
 def test_ties_between_epochs_go_to_the_later_epoch() -> None:
-    from tasks.training.trainer import _tiebreak_callback
+    from tasks.training.callbacks import tiebreak_callback as _tiebreak_callback
 
     class State:
         global_step = 0
