@@ -58,9 +58,10 @@ log = logging.getLogger("bench.retrievers")
 
 DEFAULT_CONFIGS = ("hard_negative_miner=dense", "hard_negative_miner=bm25")
 # The question writer's settings that --generation may change; the chunks and the split stay.
-GENERATION_FIELDS = tuple(f for f in SETTING_GROUPS["generation"] if f not in SETTING_GROUPS["paths"] + ("seed",))
+PATHS = ("models_dir", "cache_dir")  # where things are kept, not how they are made
+GENERATION_FIELDS = tuple(f for f in SETTING_GROUPS["generation"] if f not in PATHS + ("seed",))
 SETS = ("trained", "held-out")
-RERANKER_FIELDS = tuple(f for f in SETTING_GROUPS["reranking"] if f not in SETTING_GROUPS["paths"] + ("seed", "profile"))
+RERANKER_FIELDS = tuple(f for f in SETTING_GROUPS["reranking"] if f not in PATHS + ("seed", "profile"))
 
 
 def split_fit_val(passages: list[Passage], val_ratio: float, seed: int) -> tuple[list[Passage], list[Passage]]:

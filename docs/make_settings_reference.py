@@ -36,13 +36,15 @@ Every setting can be given four ways. The first that is set wins:
 3. a TOML or JSON file passed with `--config FILE` (the names in the first column);
 4. the default.
 
-The **group** column says which stage reads a setting (`SETTING_GROUPS` in
-`tasks/core/settings.py`): changing it re-runs that stage and what depends on its output, and
-nothing else. `documents`: the documents stage; `chunking`: split and chunks; `generation`:
-questions (the LLM is asked again only for what its per-chunk cache has not seen);
-`models`: base-model; `training`: training; `reranking`: reranker-model and reranker (the
-evaluations read its depths and shares too); `evaluation` and `promotion`: the evaluations
-and the decision, which run every time; `paths`: where things are.
+The **group** column says which stage reads a setting (`Group(...)` on each field in
+`tasks/core/settings.py`; `SETTING_GROUPS` is read from them): changing it re-runs that stage
+and what depends on its output, and nothing else. `documents`: the documents stage;
+`chunking`: split and chunks; `generation`: questions (the LLM is asked again only for what
+its per-chunk cache has not seen); `models`: base-model; `training`: training; `reranking`:
+reranker-model and reranker; `flow`: the flow itself, which hands a stage what it needs as an
+argument (the PDF folder, an output path, the evaluations' retrievers: the stage re-runs
+when one of those changes) and decides the promotion and the shipped retriever, which run
+every time.
 
 The flow's one Prefect parameter is this model, so a deployment's `parameters.settings` and
 the Prefect UI's form use the same names. Lists (`interpolation_alphas`, `fusion_weights`,

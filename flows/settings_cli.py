@@ -5,7 +5,8 @@ config file (``--config FILE.toml``) > default.
 
 Example::
 
-    >>> settings = settings_from_argv(["--epochs", "1", "--pdf-dir", "my_pdfs"])
+    >>> parser = build_parser("python -m flows.finetune_bce", "")
+    >>> settings = settings_from_args(parser.parse_args(["--epochs", "1", "--pdf-dir", "my_pdfs"]))
     >>> settings.epochs
     1
 """
@@ -15,8 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -50,8 +52,17 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_setting_flags(parser, Settings.model_fields)
+    return parser
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """``--config`` and the flags of the settings ``names``, as ``python -m flows.finetune_bce``
+    has them: another command that reads some of the run's settings takes them the same way
+    (flag > ``BCE_*`` > ``--config`` file > default; :func:`settings_from_args`)."""
     parser.add_argument("--config", type=Path, help="TOML or JSON file with settings (same names as the flags, with _).")
-    for name, field in Settings.model_fields.items():
+    for name in names:
+        field = Settings.model_fields[name]
         help_text = field.description or ""
         default = field.default
         if name == "prompt_template":
@@ -72,7 +83,6 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
             metavar=None if choices else name.upper(),
             help=f"{help_text} (default: {default}; env BCE_{name.upper()})",
         )
-    return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -115,6 +125,3 @@ def explain(error: ValidationError) -> str:
         lines.append(f"  {flag}{shown}: {msg}{purpose}")
     return "\n".join(lines)
 
-
-def settings_from_argv(argv: Sequence[str] | None = None, prog: str = "finetune_bce") -> Settings:
-    return settings_from_args(build_parser(prog, "").parse_args(argv))

@@ -156,7 +156,7 @@ def test_remote_code_only_when_the_user_turns_it_on(tmp_path: Path, load_calls: 
 def test_models_are_saved_as_safetensors_only(tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from tasks.training.trainer import save_model_atomic
+    from tasks.training.saving import save_model_atomic
 
     model = SentenceTransformer(str(make_tiny_st_model(tmp_path / "tiny")))
     save_model_atomic(model, tmp_path / "out" / "model")

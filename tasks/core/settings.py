@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 from collections.abc import Collection
@@ -57,6 +58,41 @@ Profile = Literal["cpu", "gpu"]
 LLMBackendName = Literal["gguf", "openai", "vllm", "extractive"]
 
 
+# The settings groups, in the order docs/settings.md names them. A stage declares the groups it
+# reads (``@stage(settings=(...))``): its cache key holds exactly their fields, and it sees a
+# view that refuses the others (Settings.restricted), so a key cannot go stale. No stage
+# declares ``flow``: the flow reads those fields itself and hands a stage what it needs as an
+# argument (the PDF folder, an output path, the evaluations' retrievers), which is in the
+# stage's key by value or content; promotion and the shipped retriever, decided with the
+# rest, are never cached.
+GROUP_NAMES = ("documents", "chunking", "models", "generation", "training", "reranking", "flow")
+
+
+class Group:
+    """Field metadata: the settings groups that read a field, and whether the model card of a
+    run's model names it (``card``). Every field of :class:`Settings` carries one; the groups
+    (:data:`SETTING_GROUPS`) and the card's settings (:func:`card_settings`) are read from them.
+
+    Example::
+
+        >>> class S(Settings):
+        ...     new_knob: Annotated[int, Group("training", card=True)] = 1
+        >>> "new_knob" in setting_groups(S)["training"], "new_knob" in card_settings(S)
+        (True, True)
+    """
+
+    __slots__ = ("names", "card")
+
+    def __init__(self, *names: str, card: bool = False) -> None:
+        unknown = [n for n in names if n not in GROUP_NAMES]
+        if unknown or not names:
+            raise ValueError(f"settings groups {unknown or '(none)'}: give one or more of {GROUP_NAMES}")
+        self.names, self.card = names, card
+
+    def __repr__(self) -> str:
+        return f"Group({', '.join(map(repr, self.names))}{', card=True' if self.card else ''})"
+
+
 class Settings(BaseSettings):
     """Every setting of the fine-tuning pipeline."""
 
@@ -67,43 +103,67 @@ class Settings(BaseSettings):
     )
 
     # --- inputs and outputs -------------------------------------------------
-    pdf_dir: Path = Field(Path("data/pdf"), description="Folder searched recursively for *.pdf files.")
-    output_dir: Path = Field(Path("outputs/finetune_bce"), description="Where datasets, model and report are written.")
-    models_dir: Path = Field(Path("models"), description="Cache of converted and downloaded models.")
-    cache_dir: Path = Field(Path(".cache"), description="Per-chunk generation cache, shared by all runs.")
+    pdf_dir: Annotated[Path, Group("flow")] = Field(
+        Path("data/pdf"), description="Folder searched recursively for *.pdf files.",
+    )
+    output_dir: Annotated[Path, Group("flow")] = Field(
+        Path("outputs/finetune_bce"), description="Where datasets, model and report are written.",
+    )
+    models_dir: Annotated[Path, Group("models", "generation", "reranking")] = Field(
+        Path("models"), description="Cache of converted and downloaded models.",
+    )
+    cache_dir: Annotated[Path, Group("generation")] = Field(
+        Path(".cache"), description="Per-chunk generation cache, shared by all runs.",
+    )
 
     # --- profile: which defaults to use for models and backends -------------
-    profile: Profile = Field("cpu", description="cpu: bundled offline models; gpu: bce-embedding-base_v1 + vLLM.")
+    profile: Annotated[Profile, Group("models", "generation", "reranking", card=True)] = Field(
+        "cpu", description="cpu: bundled offline models; gpu: bce-embedding-base_v1 + vLLM.",
+    )
 
     # --- base embedding model -------------------------------------------------
-    base_model: str | None = Field(
+    base_model: Annotated[str | None, Group("models", card=True)] = Field(
         None,
         description=(
             "Local path, ModelScope id, Hugging Face id, or 'bundled:multilingual-e5-small'. "
             "Default: bundled e5 (cpu profile) or maidalun/bce-embedding-base_v1 (gpu profile)."
         ),
     )
-    model_hub: Literal["modelscope", "huggingface"] = Field(
+    model_hub: Annotated[Literal["modelscope", "huggingface"], Group("models", "reranking")] = Field(
         "modelscope", description="Where a model id (not a local path) is downloaded from."
     )
-    pooling: Literal["auto", "cls", "mean"] = Field(
+    pooling: Annotated[Literal["auto", "cls", "mean"], Group("models", card=True)] = Field(
         "auto", description="Pooling of a converted transformers model; auto: cls for BCE, mean for e5."
     )
-    query_prompt: str | None = Field(None, description="Prefix for queries; default from the model (e5: 'query: ').")
-    document_prompt: str | None = Field(None, description="Prefix for documents; default from the model (e5: 'passage: ').")
-    trust_remote_code: bool = Field(False, description="Allow model repositories to run their own code.")
+    query_prompt: Annotated[str | None, Group("models")] = Field(
+        None, description="Prefix for queries; default from the model (e5: 'query: ').",
+    )
+    document_prompt: Annotated[str | None, Group("models")] = Field(
+        None, description="Prefix for documents; default from the model (e5: 'passage: ').",
+    )
+    trust_remote_code: Annotated[bool, Group("models", "training", "flow", "reranking")] = Field(
+        False, description="Allow model repositories to run their own code.",
+    )
 
     # --- documents and chunking ---------------------------------------------
-    chunk_size: int = Field(300, gt=0, description="SentenceSplitter chunk size in tokens.")
-    chunk_overlap: int = Field(30, ge=0, description="SentenceSplitter overlap in tokens.")
-    chunk_by_section: bool = Field(
+    chunk_size: Annotated[int, Group("chunking", card=True)] = Field(
+        300, gt=0, description="SentenceSplitter chunk size in tokens.",
+    )
+    chunk_overlap: Annotated[int, Group("chunking", card=True)] = Field(
+        30, ge=0, description="SentenceSplitter overlap in tokens.",
+    )
+    chunk_by_section: Annotated[bool, Group("chunking", card=True)] = Field(
         False,
         description="Cut pages at their headings before chunking and put each chunk's heading on a line before it "
         "(tasks/chunks/sections.py).",
     )
-    val_ratio: float = Field(0.2, gt=0, lt=1, description="Share of documents held out for validation.")
-    seed: int = Field(42, description="Seed for the split, generation and training.")
-    val_corpus: Literal["all", "val"] = Field(
+    val_ratio: Annotated[float, Group("chunking", card=True)] = Field(
+        0.2, gt=0, lt=1, description="Share of documents held out for validation.",
+    )
+    seed: Annotated[int, Group("chunking", "generation", "training", "reranking", card=True)] = Field(
+        42, description="Seed for the split, generation and training.",
+    )
+    val_corpus: Annotated[Literal["all", "val"], Group("generation")] = Field(
         "all",
         description=(
             "What validation questions are searched against: 'all' chunks (train and validation, as in a "
@@ -112,59 +172,82 @@ class Settings(BaseSettings):
     )
 
     # --- unreadable PDFs (see tasks/documents/quality.py) ----------------------------
-    garbage_pdfs: Literal["skip", "keep"] = Field(
+    garbage_pdfs: Annotated[Literal["skip", "keep"], Group("documents")] = Field(
         "skip",
         description=(
             "What to do with a PDF whose extracted text is mostly unreadable (replacement characters, NUL, "
             "private-use characters, mojibake: usually a broken font encoding): skip it or keep it."
         ),
     )
-    garbage_threshold: float = Field(
+    garbage_threshold: Annotated[float, Group("documents")] = Field(
         0.3, gt=0, le=1, description="Share of unreadable characters above which a PDF counts as unreadable."
     )
-    extractive_delay_s: float = Field(
+    extractive_delay_s: Annotated[float, Group("generation")] = Field(
         0.0, ge=0, description="Seconds the extractive backend waits per prompt (simulates a slow LLM in tests and demos)."
     )
 
     # --- question generation --------------------------------------------------
-    llm_backend: LLMBackendName | None = Field(
+    llm_backend: Annotated[LLMBackendName | None, Group("generation", card=True)] = Field(
         None, description="gguf (CPU, bundled GGUF), openai (any OpenAI-compatible server), vllm (in-process, GPU), extractive (no LLM: deterministic questions for tests and smoke runs). Default by profile."
     )
-    llm_model: str | None = Field(None, description="Model for the backend: a GGUF path, a served model name, or a vLLM model id.")
-    llm_base_url: str = Field("http://127.0.0.1:8000/v1", description="Base URL of the OpenAI-compatible server.")
-    llm_api_key: str = Field("EMPTY", description="API key sent to the OpenAI-compatible server (local servers ignore it).")
-    llm_temperature: float = Field(0.7, ge=0)
-    llm_top_p: float = Field(0.8, gt=0, le=1)
-    llm_max_tokens: int = Field(96, gt=0, description="Most tokens written per answer.")
-    llm_threads: int | None = Field(
+    llm_model: Annotated[str | None, Group("generation", card=True)] = Field(
+        None, description="Model for the backend: a GGUF path, a served model name, or a vLLM model id.",
+    )
+    llm_base_url: Annotated[str, Group("generation")] = Field(
+        "http://127.0.0.1:8000/v1", description="Base URL of the OpenAI-compatible server.",
+    )
+    llm_api_key: Annotated[str, Group("generation")] = Field(
+        "EMPTY", description="API key sent to the OpenAI-compatible server (local servers ignore it).",
+    )
+    llm_temperature: Annotated[float, Group("generation")] = Field(0.7, ge=0)
+    llm_top_p: Annotated[float, Group("generation")] = Field(0.8, gt=0, le=1)
+    llm_max_tokens: Annotated[int, Group("generation")] = Field(96, gt=0, description="Most tokens written per answer.")
+    llm_threads: Annotated[int | None, Group("generation")] = Field(
         None, description="CPU threads for the gguf backend (default: the cores other programs leave free, at least 1, "
         "looked at again every few seconds while it generates)."
     )
-    llm_context: int = Field(2048, gt=0, description="Context window for the gguf backend.")
+    llm_context: Annotated[int, Group("generation")] = Field(
+        2048, gt=0, description="Context window for the gguf backend.",
+    )
     # gguf backend speed (measured in bench/generation.py). None of these changes
     # which question a chunk gets, only how fast: they stay out of the generation cache key.
-    llm_parallel: int = Field(8, gt=0, description="Prompts the gguf backend decodes together (sequences of one llama.cpp context); 1: one at a time.")
-    llm_batch_tokens: int = Field(512, gt=0, description="Most tokens per llama.cpp decode call of the gguf backend (n_batch = n_ubatch).")
-    llm_prefix_cache: bool = Field(True, description="gguf: evaluate the prompt's fixed start (chat header, instructions, example) once and reuse it for every chunk.")
-    llm_stop_early: bool = Field(True, description="gguf: end an answer at the newline after its last asked-for question instead of running on.")
-    llm_passive_wait: bool = Field(
+    llm_parallel: Annotated[int, Group("generation")] = Field(
+        8, gt=0, description="Prompts the gguf backend decodes together (sequences of one llama.cpp context); 1: one at a time.",
+    )
+    llm_batch_tokens: Annotated[int, Group("generation")] = Field(
+        512, gt=0, description="Most tokens per llama.cpp decode call of the gguf backend (n_batch = n_ubatch).",
+    )
+    llm_prefix_cache: Annotated[bool, Group("generation")] = Field(
+        True, description="gguf: evaluate the prompt's fixed start (chat header, instructions, example) once and reuse it for every chunk.",
+    )
+    llm_stop_early: Annotated[bool, Group("generation")] = Field(
+        True, description="gguf: end an answer at the newline after its last asked-for question instead of running on.",
+    )
+    llm_passive_wait: Annotated[bool, Group("generation")] = Field(
         True,
         description=(
             "gguf: let llama.cpp's idle threads sleep (OMP_WAIT_POLICY=PASSIVE) instead of spinning, so another "
             "busy program does not slow generation several-fold; OMP_WAIT_POLICY in the environment wins."
         ),
     )
-    llm_timeout_s: float = Field(120.0, gt=0, description="Per-request timeout of the openai backend.")
-    llm_concurrency: int = Field(8, gt=0, description="Concurrent requests of the openai backend.")
-    llm_unreachable_wait_s: float = Field(
+    llm_timeout_s: Annotated[float, Group("generation")] = Field(
+        120.0, gt=0, description="Per-request timeout of the openai backend.",
+    )
+    llm_concurrency: Annotated[int, Group("generation")] = Field(
+        8, gt=0, description="Concurrent requests of the openai backend.",
+    )
+    llm_unreachable_wait_s: Annotated[float, Group("generation")] = Field(
         120.0, ge=0,
         description="openai: how long a server that has answered before may refuse connections (a restart) "
-        "before the stage fails; it is tried again with growing pauses meanwhile. 0: do not wait.")
-    vllm_batch_size: int = Field(512, gt=0, description="Prompts per vLLM generate call.")
-    vllm_tensor_parallel_size: int = Field(
+        "before the stage fails; it is tried again with growing pauses meanwhile. 0: do not wait.",
+    )
+    vllm_batch_size: Annotated[int, Group("generation")] = Field(
+        512, gt=0, description="Prompts per vLLM generate call.",
+    )
+    vllm_tensor_parallel_size: Annotated[int, Group("generation")] = Field(
         1, gt=0, description="GPUs one vLLM model is split over (tensor parallelism), for models too big for one GPU."
     )
-    questions_per_chunk: int = Field(
+    questions_per_chunk: Annotated[int, Group("generation")] = Field(
         3, gt=0,
         description=(
             "Questions asked for each chunk, in one prompt. Three cost about what one does (the prompt "
@@ -172,45 +255,65 @@ class Settings(BaseSettings):
         ),
     )
     # Filters on what the LLM wrote (applied after the cache, so changing them asks nothing again).
-    filter_non_questions: bool = Field(True, description="Drop answers that are not a question (no ？ or ?).")
-    max_copied_chars: int = Field(
+    filter_non_questions: Annotated[bool, Group("generation")] = Field(
+        True, description="Drop answers that are not a question (no ？ or ?).",
+    )
+    max_copied_chars: Annotated[int, Group("generation")] = Field(
         15, ge=0, description="Drop questions that copy more than this many consecutive characters of their chunk (0: keep all)."
     )
-    min_question_chars: int = Field(4, ge=1, description="Drop questions shorter than this.")
-    max_question_chars: int = Field(120, ge=1, description="Drop questions longer than this.")
-    filter_non_chinese: bool = Field(True, description="Drop questions without Chinese when their chunk is Chinese.")
-    filter_prompt_echo: bool = Field(True, description="Drop questions that repeat the prompt's example.")
-    filter_duplicates: bool = Field(True, description="Drop a question already kept for another chunk.")
-    skip_low_value_chunks: bool = Field(
+    min_question_chars: Annotated[int, Group("generation")] = Field(
+        4, ge=1, description="Drop questions shorter than this.",
+    )
+    max_question_chars: Annotated[int, Group("generation")] = Field(
+        120, ge=1, description="Drop questions longer than this.",
+    )
+    filter_non_chinese: Annotated[bool, Group("generation")] = Field(
+        True, description="Drop questions without Chinese when their chunk is Chinese.",
+    )
+    filter_prompt_echo: Annotated[bool, Group("generation")] = Field(
+        True, description="Drop questions that repeat the prompt's example.",
+    )
+    filter_duplicates: Annotated[bool, Group("generation")] = Field(
+        True, description="Drop a question already kept for another chunk.",
+    )
+    skip_low_value_chunks: Annotated[bool, Group("generation")] = Field(
         True,
         description="Ask nothing about chunks that are mostly numbers, references, a table of contents or boilerplate (cover page, copyright).",
     )
-    generation_retries: int = Field(
+    generation_retries: Annotated[int, Group("generation")] = Field(
         2, ge=0, description="Ask a chunk with no usable question (or an LLM error) again, with another seed, up to this many times."
     )
-    max_failed_share: float = Field(
+    max_failed_share: Annotated[float, Group("generation")] = Field(
         0.5, ge=0, le=1,
         description="Fail the run when more than this share of the chunks asked still has an LLM error or no question after the retries.",
     )
-    round_trip_top_k: int = Field(
+    round_trip_top_k: Annotated[int, Group("training")] = Field(
         0, ge=0, description="Keep a training question only if the base model ranks its chunk in the top k of the train chunks (0: off)."
     )
-    prompt_template: str = Field(DEFAULT_PROMPT_TEMPLATE, description="Prompt with {context_str} and {num_questions_per_chunk}; optional {examples_str}: where people's questions go (--prompt-examples; default: before the paragraph with {context_str}).")
+    prompt_template: Annotated[str, Group("generation")] = Field(
+        DEFAULT_PROMPT_TEMPLATE,
+        description="Prompt with {context_str} and {num_questions_per_chunk}; optional {examples_str}: where people's "
+        "questions go (--prompt-examples; default: before the paragraph with {context_str}).",
+    )
 
     # --- training -------------------------------------------------------------
-    epochs: int = Field(
+    epochs: Annotated[int, Group("training", card=True)] = Field(
         2, gt=0,
         description="Passes over the training pairs; the epoch kept is the best on validation. A third epoch "
         "moved no held-out result by more than one question (sample PDFs, court judgments, Wikipedia) and costs "
         "a third more training.",
     )
-    batch_size: int = Field(8, gt=1, description="Pairs per batch; the other pairs of a batch are the negatives.")
-    learning_rate: float | None = Field(
+    batch_size: Annotated[int, Group("training", card=True)] = Field(
+        8, gt=1, description="Pairs per batch; the other pairs of a batch are the negatives.",
+    )
+    learning_rate: Annotated[float | None, Group("training", card=True)] = Field(
         None, gt=0, description="Default by model size: 2e-5 up to hidden size 384 (e5-small), 1e-5 up to 768 (BCE, base models), 5e-6 above."
     )
-    warmup_steps: int = Field(10, ge=0)
-    max_seq_length: int | None = Field(None, gt=0, description="Truncate inputs to this many tokens (default: the model's).")
-    loss_scale: float | None = Field(
+    warmup_steps: Annotated[int, Group("training", card=True)] = Field(10, ge=0)
+    max_seq_length: Annotated[int | None, Group("training", card=True)] = Field(
+        None, gt=0, description="Truncate inputs to this many tokens (default: the model's).",
+    )
+    loss_scale: Annotated[float | None, Group("training", card=True)] = Field(
         None,
         gt=0,
         description=(
@@ -220,67 +323,71 @@ class Settings(BaseSettings):
     )
 
     # --- training recipe (measured in bench/training_recipes.py) -----------------
-    no_duplicate_batches: bool = Field(True, description="Never put the same text twice in a batch (it would be its own false negative).")
-    hard_negatives: int = Field(
+    no_duplicate_batches: Annotated[bool, Group("training")] = Field(
+        True, description="Never put the same text twice in a batch (it would be its own false negative).",
+    )
+    hard_negatives: Annotated[int, Group("training", card=True)] = Field(
         1, ge=0, description="Hard negatives per pair, mined among the training chunks by --hard-negative-miner (0: off)."
     )
-    hard_negative_skip_top: int = Field(
+    hard_negative_skip_top: Annotated[int, Group("training")] = Field(
         2, ge=0, description="Skip this many of the base model's top-ranked other chunks (likely near-duplicates of the positive)."
     )
-    hard_negative_margin: float = Field(
+    hard_negative_margin: Annotated[float, Group("training")] = Field(
         0.02, ge=0, description="A negative must score at least this much (cosine) below the question's positive."
     )
-    hard_negative_miner: Literal["dense", "bm25"] = Field(
+    hard_negative_miner: Annotated[Literal["dense", "bm25"], Group("training", card=True)] = Field(
         "dense",
         description="What ranks the hard-negative candidates: dense (the base model) or bm25 (chunks that share "
         "the question's words; the margin is not applied to BM25 scores).",
     )
-    cached_loss: bool = Field(
+    cached_loss: Annotated[bool, Group("training", card=True)] = Field(
         False, description="CachedMultipleNegativesRankingLoss: batch_size negatives with the memory of mini_batch_size."
     )
-    mini_batch_size: int = Field(8, gt=0, description="Texts per forward pass of the cached loss.")
-    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+    mini_batch_size: Annotated[int, Group("training")] = Field(
+        8, gt=0, description="Texts per forward pass of the cached loss.",
+    )
+    mixed_precision: Annotated[Literal["auto", "bf16", "fp16", "no"], Group("training")] = Field(
         "auto", description="auto: bf16 on a GPU that has it, else fp16 on a GPU, never on CPU."
     )
-    gradient_checkpointing: bool = Field(
+    gradient_checkpointing: Annotated[bool, Group("training")] = Field(
         True, description="Recompute activations in the backward pass instead of keeping them: less memory "
         "(about 1 GB on the default CPU run) for about a fifth more time per step."
     )
-    attention_dropout: float | None = Field(
+    attention_dropout: Annotated[float | None, Group("training")] = Field(
         0.0, ge=0, lt=1, description="Dropout on the attention weights while training; none: the base model's own "
         "(0.1 for BERT-like models). Without it PyTorch runs its fused attention, which keeps no attention "
         "matrix: about 0.7 GB less on the default CPU run, and faster. The other dropout stays."
     )
-    freeze_embeddings: bool = Field(
+    freeze_embeddings: Annotated[bool, Group("training")] = Field(
         True, description="Leave the token embedding matrix as the base model has it (most of a multilingual "
         "model's weights): no gradient or optimizer state for it, which saves memory and time; the layers "
         "above it are trained."
     )
-    keep_best_checkpoint: bool = Field(
+    keep_best_checkpoint: Annotated[bool, Group("training")] = Field(
         True, description="Evaluate on the validation set every epoch and keep the epoch with the best NDCG@10."
     )
-    resume_training: bool = Field(
+    resume_training: Annotated[bool, Group("training")] = Field(
         True, description="Continue from the last checkpoint of an interrupted run with the same settings and data."
     )
-    interpolation_alphas: Annotated[list[float], NoDecode] = Field(
+    interpolation_alphas: Annotated[list[float], NoDecode, Group("training", card=True)] = Field(
         [0.5, 0.75],
         description="Weights α tried for α·tuned + (1−α)·base (LM-Cocktail), besides 0 (base) and 1 (tuned); [] or 1: keep the tuned weights.",
     )
-    alpha_guard_margin: float = Field(
+    alpha_guard_margin: Annotated[float, Group("training")] = Field(
         0.5, ge=0, description="Most guard-set NDCG@10 points an α may lose against the base model."
     )
 
     # --- evaluation and the shipped retriever (tasks/retrieval/) -------------------
-    eval_batch_size: int = Field(32, gt=0)
-    bm25_tokenizer: Literal["char", "jieba"] = Field(
+    eval_batch_size: Annotated[int, Group("training", "flow", "reranking")] = Field(32, gt=0)
+    bm25_tokenizer: Annotated[Literal["char", "jieba"], Group("training", "flow", "reranking", card=True)] = Field(
         "char", description="BM25's tokens: char (CJK characters and bigrams, Latin words) or jieba (words)."
     )
-    fusion_weights: Annotated[list[float], NoDecode] = Field(
+    fusion_weights: Annotated[list[float], NoDecode, Group("flow", card=True)] = Field(
         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         description="Dense weights w tried for w·z(dense) + (1−w)·z(BM25), besides 0 (BM25 alone) and 1 (dense "
         "alone); see --retriever-margin for which one is shipped.",
     )
-    retriever_margin: float = Field(
+    retriever_margin: Annotated[float, Group("flow", card=True)] = Field(
         2.0, ge=0,
         description="The fusion nearest w=0.5 is shipped unless another retriever beats it on the validation "
         "questions by more than this many standard errors of the paired per-question NDCG@10 difference; 0: "
@@ -288,54 +395,60 @@ class Settings(BaseSettings):
     )
 
     # --- the second stage: a reranker on the first stage's top chunks (tasks/reranking/) -----------
-    rerank: bool | None = Field(
+    rerank: Annotated[bool | None, Group("reranking", card=True)] = Field(
         None,
         description="Train a cross-encoder reranker on the run's questions and offer the first stage + reranker "
         "as a retriever (shipped only if validation prefers it; see --retriever-margin). Default: on with the gpu "
         "profile; off with the cpu profile, where it about doubles the default run and was not shipped on the "
         "sample PDFs (docs/measurements/2026-12-07-reranker.md).",
     )
-    reranker_model: str | None = Field(
+    reranker_model: Annotated[str | None, Group("reranking", card=True)] = Field(
         None,
         description="What the reranker starts from: a local cross-encoder folder, a ModelScope/Hugging Face id, or "
         "'base' (the base embedding model's encoder with a new scoring head). Default: 'base' (cpu profile) or "
         "maidalun/bce-reranker-base_v1 (gpu profile).",
     )
-    rerank_depths: Annotated[list[int], NoDecode] = Field(
+    rerank_depths: Annotated[list[int], NoDecode, Group("reranking", "flow", card=True)] = Field(
         [20],
         description="How many of the first stage's top chunks the reranker re-scores; each depth is a candidate "
         "retriever (e.g. '20,50').",
     )
-    rerank_weights: Annotated[list[float], NoDecode] = Field(
+    rerank_weights: Annotated[list[float], NoDecode, Group("reranking", "flow", card=True)] = Field(
         [0.5, 1.0],
         description="The reranker's share w of the top chunks' score, w·z(reranker) + (1−w)·z(first stage); each "
         "share at each depth is a candidate retriever (1: the reranker's order alone).",
     )
-    reranker_negatives: int = Field(
+    reranker_negatives: Annotated[int, Group("reranking", card=True)] = Field(
         4, ge=1, description="Wrong chunks from the first stage's top ranks that come with each training question "
         "(its hard negatives; the loss adds as many of the batch's other chunks)."
     )
-    reranker_epochs: int = Field(2, ge=0, description="Reranker training epochs; 0: use the starting model as it is.")
-    reranker_learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of reranker training.")
-    reranker_batch_size: int = Field(8, gt=1, description="Training questions per reranker step.")
-    reranker_max_length: int = Field(
+    reranker_epochs: Annotated[int, Group("reranking", card=True)] = Field(
+        2, ge=0, description="Reranker training epochs; 0: use the starting model as it is.",
+    )
+    reranker_learning_rate: Annotated[float, Group("reranking", card=True)] = Field(
+        5e-5, gt=0, description="Peak learning rate of reranker training.",
+    )
+    reranker_batch_size: Annotated[int, Group("reranking", card=True)] = Field(
+        8, gt=1, description="Training questions per reranker step.",
+    )
+    reranker_max_length: Annotated[int, Group("reranking", card=True)] = Field(
         256, gt=0, description="Tokens of question + chunk the reranker reads (the rest of a long chunk is cut)."
     )
 
     # --- guard set and promotion (see tasks/registry/promotion.py, data/guard/) -------------
-    guard_dataset: Path | None = Field(
+    guard_dataset: Annotated[Path | None, Group("flow")] = Field(
         Path("data/guard/guard_dataset.json"),
         description="Human-question guard set evaluated next to the validation set ('none': no guard set).",
     )
-    promotion_guard_margin: float = Field(
+    promotion_guard_margin: Annotated[float, Group("flow", card=True)] = Field(
         0.5, ge=0, description="Most guard-set NDCG@10 points a run may lose against the base model and be promoted."
     )
-    promotion_min_gain: float = Field(
+    promotion_min_gain: Annotated[float, Group("flow", card=True)] = Field(
         0.0, ge=0, description="NDCG@10 points a run must gain over the champion on the validation set, beyond a tie."
     )
 
     # --- questions people wrote about these PDFs (report only; see tasks/evaluation/human_questions.py) ---
-    human_questions: str = Field(
+    human_questions: Annotated[str, Group("flow")] = Field(
         "auto",
         description=(
             "JSON file of questions people wrote about the PDFs, each with a verbatim evidence snippet: base, "
@@ -344,7 +457,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    prompt_examples: int = Field(
+    prompt_examples: Annotated[int, Group("flow")] = Field(
         0, ge=0, le=20,
         description=(
             "How many of those questions the question-writing prompt shows as examples of how people ask; they "
@@ -412,7 +525,7 @@ class Settings(BaseSettings):
     def groups_dump(self, groups: Collection[str]) -> dict[str, Any]:
         """The fields of ``groups`` (names in :data:`SETTING_GROUPS`) as JSON values: what a
         stage that reads those groups puts in its cache key."""
-        fields = group_fields(groups)
+        fields = group_fields(groups, type(self))
         return {k: v for k, v in self.model_dump(mode="json").items() if k in fields}
 
     def restricted(self, groups: Collection[str], stage: str) -> "Settings":
@@ -466,47 +579,38 @@ class Settings(BaseSettings):
 
 
 
-# What each stage reads. A stage's cache key holds exactly the fields of its groups, and the
-# stage sees a view that refuses the others (Settings.restricted), so a key cannot go stale.
-# Every field is in at least one group (tests/core/test_settings.py).
-SETTING_GROUPS: dict[str, tuple[str, ...]] = {
-    "paths": ("pdf_dir", "output_dir", "models_dir", "cache_dir"),
-    "documents": ("garbage_pdfs", "garbage_threshold"),
-    "chunking": ("chunk_size", "chunk_overlap", "chunk_by_section", "val_ratio", "seed"),
-    "models": ("profile", "base_model", "model_hub", "pooling", "query_prompt", "document_prompt",
-               "trust_remote_code", "models_dir"),
-    "generation": (
-        "profile", "models_dir", "cache_dir", "seed", "val_corpus", "extractive_delay_s", "llm_backend", "llm_model",
-        "llm_base_url", "llm_api_key", "llm_temperature", "llm_top_p", "llm_max_tokens", "llm_threads",
-        "llm_context", "llm_parallel", "llm_batch_tokens", "llm_prefix_cache", "llm_stop_early", "llm_passive_wait",
-        "llm_timeout_s", "llm_concurrency", "llm_unreachable_wait_s", "vllm_batch_size", "vllm_tensor_parallel_size", "questions_per_chunk",
-        "filter_non_questions", "max_copied_chars", "min_question_chars", "max_question_chars",
-        "filter_non_chinese", "filter_prompt_echo", "filter_duplicates", "skip_low_value_chunks",
-        "generation_retries", "max_failed_share", "prompt_template",
-    ),
-    "training": (
-        "seed", "trust_remote_code", "epochs", "batch_size", "learning_rate", "warmup_steps", "max_seq_length",
-        "loss_scale", "no_duplicate_batches", "hard_negatives", "hard_negative_skip_top", "hard_negative_margin",
-        "hard_negative_miner", "cached_loss", "mini_batch_size", "mixed_precision", "gradient_checkpointing",
-        "freeze_embeddings", "attention_dropout",
-        "keep_best_checkpoint", "resume_training", "interpolation_alphas", "alpha_guard_margin", "eval_batch_size",
-        "bm25_tokenizer", "round_trip_top_k",
-    ),
-    "evaluation": ("eval_batch_size", "bm25_tokenizer", "fusion_weights", "guard_dataset", "human_questions",
-                   "prompt_examples", "trust_remote_code"),
-    "promotion": ("promotion_guard_margin", "promotion_min_gain", "retriever_margin"),
-    "reranking": ("profile", "models_dir", "model_hub", "seed", "trust_remote_code", "eval_batch_size",
-                  "bm25_tokenizer", "rerank", "reranker_model", "rerank_depths", "rerank_weights", "reranker_negatives",
-                  "reranker_epochs", "reranker_learning_rate", "reranker_batch_size", "reranker_max_length"),
-}
+def field_group(model: type[BaseSettings], name: str) -> Group:
+    """The :class:`Group` metadata of field ``name`` of ``model``."""
+    found = [m for m in model.model_fields[name].metadata if isinstance(m, Group)]
+    if len(found) != 1:
+        raise TypeError(f"setting {name} needs exactly one Group(...) in its annotation (tasks/core/settings.py), "
+                        f"has {len(found)}: say which stages read it, so their cache keys cover it")
+    return found[0]
 
 
-def group_fields(groups: Collection[str]) -> frozenset[str]:
-    """Every field of the named groups of :data:`SETTING_GROUPS`."""
-    unknown = set(groups) - SETTING_GROUPS.keys()
+@functools.cache
+def setting_groups(model: type[BaseSettings]) -> dict[str, tuple[str, ...]]:
+    """``{group: its fields}`` of ``model``, read from each field's :class:`Group`."""
+    fields = {name: field_group(model, name) for name in model.model_fields}
+    return {g: tuple(name for name, meta in fields.items() if g in meta.names) for g in GROUP_NAMES}
+
+
+def card_settings(model: type[BaseSettings]) -> tuple[str, ...]:
+    """The fields of ``model`` that a run's model card names: what data and training made the model."""
+    return tuple(name for name in model.model_fields if field_group(model, name).card)
+
+
+# What each stage reads (see GROUP_NAMES). Every field is in at least one group (tests/core/test_settings.py).
+SETTING_GROUPS: dict[str, tuple[str, ...]] = setting_groups(Settings)
+
+
+def group_fields(groups: Collection[str], model: type[BaseSettings] | None = None) -> frozenset[str]:
+    """Every field of the named groups of :data:`SETTING_GROUPS` (of ``model``'s groups, if given)."""
+    table = SETTING_GROUPS if model is None else setting_groups(model)
+    unknown = set(groups) - table.keys()
     if unknown:
-        raise KeyError(f"unknown settings group(s) {sorted(unknown)}; known: {sorted(SETTING_GROUPS)}")
-    return frozenset(name for g in groups for name in SETTING_GROUPS[g])
+        raise KeyError(f"unknown settings group(s) {sorted(unknown)}; known: {sorted(table)}")
+    return frozenset(name for g in groups for name in table[g])
 
 
 class _StageSettings(Settings):

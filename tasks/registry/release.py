@@ -13,21 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.core.settings import Settings
+from tasks.core.settings import Settings, card_settings
 from tasks.registry.model_card import update_model_card
 from tasks.registry.runs import Champion, read_champion
 
 __all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_file", "read_champion", "ship_retriever",
            "table_rows", "update_model_card"]
 
-# The settings a model card names: what data and training made the model.
-CARD_SETTINGS = ("profile", "base_model", "pooling", "llm_backend", "llm_model", "chunk_size", "chunk_overlap",
-                 "chunk_by_section", "val_ratio", "seed", "epochs", "batch_size", "learning_rate", "warmup_steps",
-                 "loss_scale", "max_seq_length", "hard_negatives", "hard_negative_miner", "cached_loss",
-                 "interpolation_alphas", "bm25_tokenizer", "fusion_weights", "retriever_margin",
-                 "promotion_guard_margin", "promotion_min_gain", "rerank", "reranker_model", "rerank_depths", "rerank_weights",
-                 "reranker_negatives", "reranker_epochs", "reranker_learning_rate", "reranker_batch_size",
-                 "reranker_max_length")
+# The settings a model card names (Group(..., card=True) on the field): what data and training made the model.
+CARD_SETTINGS = card_settings(Settings)
 # A run folder's reranker, beside its model.
 RERANKER_DIR = "reranker"
 

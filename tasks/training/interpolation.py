@@ -7,9 +7,10 @@ guard set (general questions) must not lose more than a margin against the base 
 Example::
 
     >>> import torch
-    >>> tuned, base = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
-    >>> mixed = interpolate_state_dicts(tuned.state_dict(), base.state_dict(), 0.5)
-    >>> torch.allclose(mixed["weight"], (tuned.weight + base.weight) / 2)
+    >>> model, base = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    >>> tuned = {k: v.clone() for k, v in model.state_dict().items()}
+    >>> load_interpolation(model, tuned, base.state_dict(), 0.5)
+    >>> torch.allclose(model.weight, (tuned["weight"] + base.weight) / 2)
     True
     >>> choose_alpha([AlphaResult(0.0, 0.80, 0.90), AlphaResult(1.0, 0.86, 0.88)], margin=0.5).alpha
     0.0
@@ -38,25 +39,14 @@ class AlphaResult:
     """Its guard score was not computed: an α ahead of it on validation was allowed, so it could not be chosen."""
 
 
-def interpolate_state_dicts(tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> dict[str, Any]:
-    """``alpha·tuned + (1−alpha)·base`` for every floating-point tensor; other entries
-    (integer buffers such as position ids) are taken from ``tuned``. Inputs are not changed.
-
-    >>> import torch
-    >>> interpolate_state_dicts({"w": torch.tensor([1.0])}, {"w": torch.tensor([3.0])}, 0.25)["w"]
-    tensor([2.5000])
-    """
-    _check_pair(tuned, base, alpha)
-    return {key: _mix(t, base[key], alpha) if t.is_floating_point() else t.clone() for key, t in tuned.items()}
-
-
 def load_interpolation(model: Any, tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> None:
     """Write ``alpha·tuned + (1−alpha)·base`` into ``model``'s own weights, one tensor at a time.
 
-    The same numbers as ``model.load_state_dict(interpolate_state_dicts(tuned, base, alpha))``
-    without a third model-sized dict: only one weight's mix exists at a time. ``base`` may
-    live on another device (e.g. memory-mapped from disk on the CPU). Weights of ``model``
-    that ``tuned`` lacks are left as they are.
+    Floating-point weights are mixed; other entries (integer buffers such as position ids)
+    are copied from ``tuned``. Mixed in place rather than into a new state dict: only one
+    weight's mix exists at a time, not a third model. ``base`` may live on another device
+    (e.g. memory-mapped from disk on the CPU). Weights of ``model`` that ``tuned`` lacks are
+    left as they are.
 
     >>> import torch
     >>> m = torch.nn.Linear(1, 1, bias=False)
@@ -73,7 +63,9 @@ def load_interpolation(model: Any, tuned: Mapping[str, Any], base: Mapping[str, 
         raise ValueError(f"the model and the tuned weights differ (e.g. {only}): not the same architecture")
     with torch.no_grad():
         for key, t in tuned.items():
-            own[key].copy_(_mix(t, base[key], alpha) if t.is_floating_point() else t)
+            if t.is_floating_point():
+                t = alpha * t + (1 - alpha) * base[key].to(device=t.device, dtype=t.dtype)
+            own[key].copy_(t)
 
 
 def _check_pair(tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float) -> None:
@@ -86,11 +78,6 @@ def _check_pair(tuned: Mapping[str, Any], base: Mapping[str, Any], alpha: float)
         b = base[key]
         if t.shape != b.shape:
             raise ValueError(f"weight {key} has shape {tuple(t.shape)} in the tuned model, {tuple(b.shape)} in the base")
-
-
-def _mix(t: Any, b: Any, alpha: float) -> Any:
-    # One formula for both paths: the chosen α's weights must be bit-identical whichever wrote them.
-    return alpha * t + (1 - alpha) * b.to(device=t.device, dtype=t.dtype)
 
 
 def choose_alpha(results: Sequence[AlphaResult], margin: float) -> AlphaResult:

@@ -2,8 +2,8 @@
 
 Each question is an *anchor* and its chunk the *positive*; the other chunks of the
 batch are the negatives (:class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`),
-so larger batches give harder training. On top of that recipe (see
-``bench/training_recipes.py`` for what each step is worth on human questions):
+so larger batches give harder training. On top of that recipe (:mod:`tasks.training.recipe`;
+see ``bench/training_recipes.py`` for what each step is worth on human questions):
 
 * batches never hold the same text twice (``no_duplicate_batches``): a chunk with two
   questions would otherwise be its own false negative;
@@ -20,7 +20,8 @@ so larger batches give harder training. On top of that recipe (see
 
 The model's own ``query`` / ``document`` prompts are prepended the way
 sentence-transformers does at inference time. The finished model is written to
-``output_dir`` atomically (:func:`save_model_atomic`).
+``output_dir`` atomically (:func:`tasks.training.saving.save_model_atomic`). This module
+runs the training: load the model, fit, mix with the base, save.
 
 Example::
 
@@ -42,22 +43,23 @@ Example::
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.errors import DiskFullError, NotEnoughPairsError, TrainingSettingsError
-from tasks.models.base import default_loss_scale
-from tasks.core.fileio import replace_folder, sha256_file, stable_hash
+from tasks.core.errors import NotEnoughPairsError
+from tasks.core.fileio import sha256_file, stable_hash
 from tasks.core.memory import release_freed_memory
 from tasks.core.qa_dataset import QADataset
 from tasks.core.settings import Settings
+from tasks.training.callbacks import tiebreak_callback
+from tasks.training.recipe import (attention_dropout_config, column_prompts, freeze_token_embeddings, learning_rate,
+                                   loss_scale, make_loss, restore_base_config, training_arguments, training_columns)
+from tasks.training.saving import BASE_STATE, save_model_atomic, save_trainable_state
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VAL_NAME = "val"
+BEST_METRIC = f"{VAL_NAME}_cosine_ndcg@10"  # the evaluator's name for validation NDCG@10
 
 
 @dataclass(frozen=True)
@@ -86,178 +89,6 @@ class TrainResult:
     alpha: float | None = None
     """The chosen interpolation weight (None: no interpolation was done)."""
     alpha_results: list[dict[str, Any]] = field(default_factory=list)
-
-
-def attention_dropout_config(p: float | None) -> dict[str, float]:
-    """Config overrides that set the attention dropout of the model being trained to ``p``
-    (None: none), under the names BERT-like (``attention_probs_dropout_prob``) and most other
-    transformers configs (``attention_dropout``) give it; a config ignores the name it lacks.
-
-    With dropout on the attention weights PyTorch's attention falls back to its plain form,
-    which keeps every head's attention matrix for the backward pass.
-
-    >>> attention_dropout_config(0.0)
-    {'attention_probs_dropout_prob': 0.0, 'attention_dropout': 0.0}
-    >>> attention_dropout_config(None)
-    {}
-    """
-    return {} if p is None else {"attention_probs_dropout_prob": p, "attention_dropout": p}
-
-
-def _restore_config(model: Any, base_model_path: Path, overrides: dict[str, Any]) -> None:
-    """Put the base model's values of the training-only ``overrides`` back into the config
-    that is saved, so whoever trains the saved model further gets the model's own dropout."""
-    config_file = base_model_path / "config.json"
-    if not overrides or not config_file.is_file():
-        return
-    base = json.loads(config_file.read_text(encoding="utf-8"))
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if config is not None and hasattr(config, "to_dict"):
-            for key in overrides:
-                if key in base:
-                    setattr(config, key, base[key])
-                elif hasattr(config, key):
-                    delattr(config, key)
-
-
-def freeze_token_embeddings(model: Any) -> int:
-    """Stop training the token embedding matrix of every transformer module of ``model``;
-    returns how many weights that leaves as they are.
-
-    In a multilingual model this matrix is most of the weights (96 M of e5-small's 118 M,
-    a 250 k-token vocabulary), and a few hundred training pairs touch a few thousand of its
-    rows. Training it anyway costs a dense gradient and two AdamW moments of its size every
-    step (about 2 GB and a quarter of the step time on the default CPU run) for a loss that
-    moves in the sixth decimal.
-
-    >>> from transformers import BertConfig, BertModel
-    >>> bert = BertModel(BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1,
-    ...                             num_attention_heads=2, intermediate_size=16))
-    >>> freeze_token_embeddings(bert), bert.get_input_embeddings().weight.requires_grad
-    (800, False)
-    >>> bert.encoder.layer[0].attention.self.query.weight.requires_grad
-    True
-    """
-    frozen = 0
-    for module in model.modules():
-        get = getattr(module, "get_input_embeddings", None)
-        try:
-            embeddings = get() if callable(get) else None
-        except NotImplementedError:  # a model class that has no token embeddings to give
-            embeddings = None
-        if embeddings is not None and embeddings.weight.requires_grad:
-            embeddings.weight.requires_grad_(False)
-            frozen += embeddings.weight.numel()
-    return frozen
-
-
-def default_learning_rate(hidden_size: int) -> float:
-    """Learning rate by model width.
-
-    Small models (hidden 384, e5-small) move little per step at 1e-5 on a few hundred
-    pairs; 5e-5 over-fitted e5-small (−1.2 NDCG@10 on human questions, docs/measurements/training-recipes.md).
-    Base models (768: BCE, bge-base) are usually tuned at 1e-5 (FlagEmbedding's
-    examples), large ones lower still.
-
-    >>> default_learning_rate(384), default_learning_rate(768), default_learning_rate(1024)
-    (2e-05, 1e-05, 5e-06)
-    """
-    if hidden_size <= 384:
-        return 2e-5
-    if hidden_size <= 768:
-        return 1e-5
-    return 5e-6
-
-
-def precision_flags(mode: str, cuda: bool, bf16_supported: bool) -> dict[str, bool]:
-    """``bf16`` / ``fp16`` training arguments for ``mixed_precision`` on this machine.
-
-    >>> precision_flags("auto", cuda=True, bf16_supported=True)
-    {'bf16': True, 'fp16': False}
-    >>> precision_flags("auto", cuda=False, bf16_supported=False)
-    {'bf16': False, 'fp16': False}
-    """
-    if mode == "auto":
-        mode = ("bf16" if bf16_supported else "fp16") if cuda else "no"
-    if mode == "fp16" and not cuda:
-        raise TrainingSettingsError("mixed_precision fp16 needs a CUDA GPU: use --mixed-precision bf16 or no")
-    if mode == "bf16" and cuda and not bf16_supported:
-        raise TrainingSettingsError("this GPU has no bf16: use --mixed-precision fp16")
-    return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
-
-
-def training_arguments(
-    settings: Settings,
-    *,
-    work_dir: Path,
-    learning_rate: float,
-    prompts: dict[str, str] | None,
-    cuda: bool,
-    bf16_supported: bool,
-    best_metric: str | None,
-) -> dict[str, Any]:
-    """Keyword arguments of ``SentenceTransformerTrainingArguments`` (pure; no GPU needed to test).
-
-    Args:
-        best_metric: The evaluator metric to keep the best epoch by, e.g.
-            ``"val_cosine_ndcg@10"``; None: no evaluation during training.
-    """
-    precision = precision_flags(settings.mixed_precision, cuda, bf16_supported)
-    args: dict[str, Any] = dict(
-        output_dir=str(work_dir),
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
-        learning_rate=learning_rate,
-        warmup_steps=settings.warmup_steps,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        batch_sampler="no_duplicates" if settings.no_duplicate_batches else "batch_sampler",
-        prompts=prompts,
-        **precision,
-        # transformers refuses bf16 without a GPU unless told the CPU is meant (it then autocasts there).
-        **({"use_cpu": True} if precision["bf16"] and not cuda else {}),
-        activation_checkpointing=settings.gradient_checkpointing,
-        # Fused AdamW runs the update in one kernel on CUDA; the CPU build gains nothing.
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
-        # One loss line per epoch: readable next to the progress bar, and the last one is
-        # the loss we report.
-        logging_strategy="epoch",
-        # A checkpoint every epoch: what an interrupted run resumes from.
-        save_strategy="epoch",
-        save_total_limit=2,
-        eval_strategy="epoch" if best_metric else "no",
-        report_to="none",
-        disable_tqdm=False,
-        dataloader_pin_memory=cuda,
-    )
-    if best_metric:
-        args.update(
-            load_best_model_at_end=True, metric_for_best_model=f"eval_{best_metric}{TIEBREAK}", greater_is_better=True
-        )
-    return args
-
-
-TIEBREAK = "_later_on_ties"
-
-
-class PreferLaterEpochOnTies:
-    """Adds ``<metric>_later_on_ties`` = metric + 1e-12·step to the evaluation metrics.
-
-    The trainer keeps a checkpoint only when it is strictly better, so on a tie the
-    earliest epoch wins. A small validation set often scores every epoch the same (12
-    questions on CMRC: 0.9385 after epochs 1, 2 and 3); then no epoch is known to be
-    better, and the most trained one is kept, as without validation. 1e-12 per step is
-    far below one question moving one rank in any real validation set.
-    """
-
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if metrics and self.metric in metrics:
-            metrics[self.metric + TIEBREAK] = metrics[self.metric] + 1e-12 * state.global_step
-        return control
 
 
 def run_fingerprint(
@@ -336,34 +167,18 @@ def train_model(
     return result
 
 
-def _training_rows(
-    model: SentenceTransformer, dataset: QADataset, settings: Settings
-) -> tuple[dict[str, list[str]], int]:
-    """Columns anchor, positive[, negative_1 …] and the number of negative columns."""
-    pairs = dataset.pairs()
-    columns: dict[str, list[str]] = {"anchor": [q for q, _ in pairs], "positive": [c for _, c in pairs]}
-    if settings.hard_negatives <= 0:
-        return columns, 0
-    from tasks.training.hard_negatives import mine_negatives
+@dataclass(frozen=True)
+class _Fit:
+    """What :func:`_fit` reports of one training run."""
 
-    by_query: dict[str, set[str]] = {}
-    for q, c in pairs:
-        by_query.setdefault(q, set()).add(c)
-    negatives, stats = mine_negatives(
-        model,
-        columns["anchor"],
-        [by_query[q] for q in columns["anchor"]],
-        list(dataset.corpus.values()),
-        settings.hard_negatives,
-        settings.hard_negative_skip_top,
-        settings.hard_negative_margin,
-        batch_size=settings.eval_batch_size,
-        miner=settings.hard_negative_miner,
-        tokenizer=settings.bm25_tokenizer,
-    )
-    for j in range(stats.negatives_per_row):
-        columns[f"negative_{j + 1}"] = [row[j] for row in negatives]
-    return columns, stats.negatives_per_row
+    steps: int
+    steps_run: int
+    resumed_from: str | None
+    learning_rate: float
+    hard_negatives: int
+    loss: float
+    best_checkpoint: str | None
+    best_val_ndcg: float | None
 
 
 def _train(
@@ -379,25 +194,51 @@ def _train(
     callbacks: list[Any],
     score_cache: Path | None = None,
 ) -> TrainResult:
-    # Imported here: datasets/accelerate/transformers take seconds to import, and only
-    # this stage needs them.
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerModelCardData,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-        MultipleNegativesRankingLoss,
-    )
-    from transformers.trainer_utils import get_last_checkpoint
-
     started = time.monotonic()
     dataset = QADataset.load(train_dataset)
-    dataset_name = train_dataset.stem
+    model = _load_model(base_model_path, train_dataset.stem, settings, license, model_name)
+    interpolate = val_dataset is not None and bool(set(settings.interpolation_alphas) - {1.0})
+    if interpolate:
+        # The interpolation after training needs the weights training starts from; on disk
+        # they do not take a model's worth of memory through training.
+        save_trainable_state(model, run_dir / BASE_STATE)
+
+    val = QADataset.load(Path(val_dataset)) if val_dataset else None
+    fit = _fit(model, dataset, val, base_model_path, settings, run_dir, callbacks)
+    alpha, alpha_rows = None, []
+    if interpolate:
+        alpha, alpha_rows = _interpolate(model, run_dir / BASE_STATE, val, guard_dataset, settings, score_cache)
+
+    restore_base_config(model, Path(base_model_path), attention_dropout_config(settings.attention_dropout))
+    save_model_atomic(model, output_dir)
+    seconds = time.monotonic() - started
+    logger.info("saved fine-tuned model to %s (%d steps, loss %.4f, %.0fs)", output_dir, fit.steps, fit.loss, seconds)
+    return TrainResult(
+        steps=fit.steps,
+        epochs=settings.epochs,
+        n_pairs=len(dataset.pairs()),
+        seconds=seconds,
+        model_path=str(output_dir),
+        loss=fit.loss,
+        steps_run=fit.steps_run,
+        resumed_from=fit.resumed_from,
+        learning_rate=fit.learning_rate,
+        hard_negatives=fit.hard_negatives,
+        best_checkpoint=fit.best_checkpoint,
+        best_val_ndcg=fit.best_val_ndcg,
+        alpha=alpha,
+        alpha_results=alpha_rows,
+    )
+
+
+def _load_model(base_model_path: str, dataset_name: str, settings: Settings, license: str | None,
+                model_name: str | None) -> SentenceTransformer:
+    """The base model as training starts from it: its card data, the training-only config
+    (attention dropout), the sequence length and the frozen token embeddings."""
+    # Imported here: sentence-transformers and transformers take seconds to import, and only
+    # this stage needs them.
+    from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
+
     card = SentenceTransformerModelCardData(
         language="zh",
         license=license or _base_license(base_model_path),
@@ -414,44 +255,41 @@ def _train(
         model.max_seq_length = settings.max_seq_length
     if settings.freeze_embeddings:
         freeze_token_embeddings(model)
-    interpolate = val_dataset is not None and bool(set(settings.interpolation_alphas) - {1.0})
-    if interpolate:
-        # The interpolation after training needs the weights training starts from; on disk
-        # they do not take a model's worth of memory through training.
-        _save_state(model, run_dir / BASE_STATE)
+    return model
+
+
+def _fit(model: SentenceTransformer, dataset: QADataset, val: QADataset | None, base_model_path: str,
+         settings: Settings, run_dir: Path, callbacks: list[Any]) -> _Fit:
+    """Train ``model`` in place (resuming from the last checkpoint in ``run_dir``), keep the
+    best epoch on ``val``, and give back the memory only training needed."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
 
     cuda = torch.cuda.is_available()
-    lr = settings.learning_rate or default_learning_rate(_hidden_size(model))
-    loss_scale = settings.loss_scale or default_loss_scale(Path(base_model_path).name)
-    columns, n_negatives = _training_rows(model, dataset, settings)
+    lr = learning_rate(settings, model)
+    scale = loss_scale(settings, base_model_path)
+    columns, n_negatives = training_columns(model, dataset, settings)
     data = Dataset.from_dict(columns)
-    if settings.cached_loss:
-        loss = CachedMultipleNegativesRankingLoss(model, scale=loss_scale, mini_batch_size=settings.mini_batch_size)
-    else:
-        loss = MultipleNegativesRankingLoss(model, scale=loss_scale)
+    loss = make_loss(model, settings, scale)
 
-    val = QADataset.load(Path(val_dataset)) if val_dataset else None
     evaluator = None
     if val is not None and settings.keep_best_checkpoint:
         evaluator = _ir_evaluator(model, val, settings.eval_batch_size)
-    prompts = column_prompts(model.prompts)
-    if prompts and n_negatives:
-        for j in range(n_negatives):
-            if "positive" in prompts:
-                prompts[f"negative_{j + 1}"] = prompts["positive"]
     args = SentenceTransformerTrainingArguments(
         **training_arguments(
             settings,
             work_dir=run_dir,
             learning_rate=lr,
-            prompts=prompts,
+            prompts=column_prompts(model.prompts, n_negatives),
             cuda=cuda,
             bf16_supported=cuda and torch.cuda.is_bf16_supported(),
-            best_metric=f"{VAL_NAME}_cosine_ndcg@10" if evaluator is not None else None,
+            best_metric=BEST_METRIC if evaluator is not None else None,
         )
     )
     if evaluator is not None:
-        callbacks = [*callbacks, _tiebreak_callback(f"eval_{VAL_NAME}_cosine_ndcg@10")]
+        callbacks = [*callbacks, tiebreak_callback(f"eval_{BEST_METRIC}")]
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator, callbacks=callbacks
     )
@@ -460,14 +298,14 @@ def _train(
         "training on %d pairs: %d epochs, batch size %d%s, lr %g, loss scale %g, %d hard negatives%s",
         data.num_rows, settings.epochs, settings.batch_size,
         f" (cached, mini-batch {settings.mini_batch_size})" if settings.cached_loss else "",
-        lr, loss_scale, n_negatives, f"; resuming from {resume}" if resume else "",
+        lr, scale, n_negatives, f"; resuming from {resume}" if resume else "",
     )
     start_step = _checkpoint_step(resume)
     output = trainer.train(resume_from_checkpoint=resume)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     final_loss = float(losses[-1]) if losses else float(output.training_loss)
     best_ckpt = trainer.state.best_model_checkpoint
-    best_val = _logged_metric(trainer.state.log_history, f"eval_{VAL_NAME}_cosine_ndcg@10", best_ckpt)
+    best_val = _logged_metric(trainer.state.log_history, f"eval_{BEST_METRIC}", best_ckpt)
     if best_ckpt:
         logger.info("kept %s (validation NDCG@10 %.4f)", Path(best_ckpt).name, best_val)
     # The optimizer state (twice the model's size for AdamW) and the gradients: the α grid and
@@ -476,57 +314,36 @@ def _train(
     del trainer
     model.zero_grad(set_to_none=True)
     release_freed_memory()  # else the α grid's copies come on top of the steps' freed heap
-
-    alpha, alpha_rows = None, []
-    if interpolate:
-        from tasks.retrieval.dense_cache import DenseScoreCache
-        from tasks.training.interpolation import interpolate_with_base
-
-        guard = QADataset.load(Path(guard_dataset)) if isinstance(guard_dataset, (str, Path)) else guard_dataset
-        base_state = torch.load(run_dir / BASE_STATE, map_location="cpu", weights_only=True, mmap=True)
-        chosen, alpha_results = interpolate_with_base(
-            model, base_state, val, guard, settings.interpolation_alphas, settings.alpha_guard_margin,
-            batch_size=settings.eval_batch_size, scores=DenseScoreCache(score_cache),
-        )
-        del base_state
-        alpha, alpha_rows = chosen.alpha, [asdict(r) for r in alpha_results]
-
-    _restore_config(model, Path(base_model_path), attention_dropout_config(settings.attention_dropout))
-    save_model_atomic(model, output_dir)
-    seconds = time.monotonic() - started
-    logger.info("saved fine-tuned model to %s (%d steps, loss %.4f, %.0fs)", output_dir, output.global_step, final_loss, seconds)
-    return TrainResult(
+    return _Fit(
         steps=int(output.global_step),
-        epochs=settings.epochs,
-        n_pairs=len(dataset.pairs()),
-        seconds=seconds,
-        model_path=str(output_dir),
-        loss=final_loss,
         steps_run=int(output.global_step) - start_step,
         resumed_from=resume,
         learning_rate=lr,
         hard_negatives=n_negatives,
+        loss=final_loss,
         best_checkpoint=Path(best_ckpt).name if best_ckpt else None,
         best_val_ndcg=float(best_val) if best_val is not None else None,
-        alpha=alpha,
-        alpha_results=alpha_rows,
     )
 
 
-BASE_STATE = "base_state.pt"
-
-
-def _save_state(model: SentenceTransformer, path: Path) -> None:
-    """The weights training will change, as they are now, exactly (also weights the base
-    folder lacks and transformers initialised at random), for :func:`torch.load` with
-    ``mmap=True``. Frozen weights (the token embeddings, most of a multilingual model) stay
-    out: they are the base's at the end too, so the interpolation leaves them alone."""
+def _interpolate(model: SentenceTransformer, base_state_path: Path, val: QADataset,
+                 guard_dataset: Path | QADataset | None, settings: Settings,
+                 score_cache: Path | None) -> tuple[float, list[dict[str, Any]]]:
+    """Mix ``model`` with the weights training started from at the α chosen on ``val``
+    under the guard-set margin; the chosen α and every α's scores."""
     import torch
 
-    trained = {name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
-    # Written again on every start: a run killed while writing it leaves a torn file, and a
-    # resumed run interpolates with the weights it loaded itself, as an uninterrupted one does.
-    torch.save({k: v for k, v in model.state_dict().items() if k in trained}, path)
+    from tasks.retrieval.dense_cache import DenseScoreCache
+    from tasks.training.interpolation import interpolate_with_base
+
+    guard = QADataset.load(Path(guard_dataset)) if isinstance(guard_dataset, (str, Path)) else guard_dataset
+    base_state = torch.load(base_state_path, map_location="cpu", weights_only=True, mmap=True)
+    chosen, alpha_results = interpolate_with_base(
+        model, base_state, val, guard, settings.interpolation_alphas, settings.alpha_guard_margin,
+        batch_size=settings.eval_batch_size, scores=DenseScoreCache(score_cache),
+    )
+    del base_state
+    return chosen.alpha, [asdict(r) for r in alpha_results]
 
 
 def _ir_evaluator(model: SentenceTransformer, dataset: QADataset, batch_size: int):
@@ -538,16 +355,6 @@ def _ir_evaluator(model: SentenceTransformer, dataset: QADataset, batch_size: in
                            main_score_function="cosine")
 
 
-def _tiebreak_callback(metric: str) -> Any:
-    # A TrainerCallback made on first use: transformers is imported lazily.
-    from transformers import TrainerCallback
-
-    class _PreferLaterEpochOnTies(PreferLaterEpochOnTies, TrainerCallback):
-        pass
-
-    return _PreferLaterEpochOnTies(metric)
-
-
 def _logged_metric(history: list[dict[str, Any]], key: str, checkpoint: str | None) -> float | None:
     """The value of ``key`` logged at the step of ``checkpoint`` (``…/checkpoint-<step>``)."""
     if not checkpoint:
@@ -557,81 +364,11 @@ def _logged_metric(history: list[dict[str, Any]], key: str, checkpoint: str | No
     return float(values[-1]) if values else None
 
 
-def _hidden_size(model: SentenceTransformer) -> int:
-    try:
-        return int(model[0].auto_model.config.hidden_size)
-    except (AttributeError, TypeError):
-        return int(model.get_sentence_embedding_dimension() or 768)
-
-
 def _checkpoint_step(checkpoint: str | None) -> int:
     if not checkpoint:
         return 0
     state = Path(checkpoint) / "trainer_state.json"
     return int(json.loads(state.read_text(encoding="utf-8")).get("global_step", 0)) if state.is_file() else 0
-
-
-def column_prompts(model_prompts: dict[str, str]) -> dict[str, str] | None:
-    """Training-argument prompts for the anchor/positive columns from a model's prompts.
-
-    >>> column_prompts({"query": "query: ", "document": "passage: "})
-    {'anchor': 'query: ', 'positive': 'passage: '}
-    >>> column_prompts({}) is None
-    True
-    """
-    prompts = {}
-    if model_prompts.get("query"):
-        prompts["anchor"] = model_prompts["query"]
-    if model_prompts.get("document"):
-        prompts["positive"] = model_prompts["document"]
-    return prompts or None
-
-
-def expected_steps(n_pairs: int, batch_size: int, epochs: int) -> int:
-    """Optimizer steps for distinct pairs: the last, smaller batch of an epoch is kept."""
-    return math.ceil(n_pairs / batch_size) * epochs
-
-
-def save_model_atomic(model: SentenceTransformer, output_dir: Path) -> None:
-    """Save ``model`` (safetensors + model card) to ``output_dir``, replacing it in one step.
-
-    Written with :func:`~tasks.core.fileio.replace_folder`: if saving fails, ``output_dir``
-    is untouched; a kill between its two renames leaves the old model under
-    ``.<name>.old-*``, which the next save puts back first (the run lock keeps other
-    writers out, so their leftovers are safe to delete).
-    """
-    output_dir = Path(output_dir)
-    try:
-        with replace_folder(output_dir, recover=True) as tmp:
-            model.save_pretrained(str(tmp), create_model_card=True, safe_serialization=True)
-    except BaseException as exc:
-        if _is_disk_full(exc):
-            kept = f"the previous model in {output_dir} is untouched" if output_dir.exists() else "nothing was written"
-            raise DiskFullError(
-                f"no space left on the disk while saving the model to {output_dir}: {kept}. Free some space "
-                f"on that disk (the model needs about {_size_mb(model):.0f} MB) or choose another --output-dir, "
-                "then run again; finished stages are not repeated."
-            ) from exc
-        raise
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    # safetensors reports a full disk as SafetensorError("... No space left on device (os
-    # error 28)"), not as an OSError, so the message is checked as well as the errno.
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(exc) or "os error 28" in str(exc) or "Disk quota exceeded" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _size_mb(model: SentenceTransformer) -> float:
-    try:
-        return sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
-    except Exception:  # the estimate only sharpens the message
-        return 0.0
 
 
 def _base_license(base_model_path: str) -> str | None:

@@ -73,6 +73,23 @@ def test_every_setting_belongs_to_a_group():
     assert set(Settings.model_fields) <= group_fields(SETTING_GROUPS)
 
 
+def test_every_group_but_the_flows_own_is_read_by_a_stage():
+    """A group no stage declares would feed no cache key: its fields belong to ``flow``."""
+    import importlib
+
+    from tasks.core.caching import StageCache
+    from tasks.core.settings import GROUP_NAMES
+
+    declared = set()
+    for path in sorted((REPO / "tasks").glob("*/stage.py")):
+        module = importlib.import_module(f"tasks.{path.parent.name}.stage")
+        for obj in vars(module).values():
+            policy = getattr(obj, "cache_policy", None)
+            if isinstance(policy, StageCache):
+                declared.update(policy.settings)
+    assert declared == set(GROUP_NAMES) - {"flow"} == set(SETTING_GROUPS) - {"flow"}
+
+
 def test_a_stage_sees_only_the_settings_it_declares():
     view = Settings(epochs=5).restricted(["training"], "training")
     assert view.epochs == 5

@@ -178,12 +178,12 @@ def test_cli_compares_models_and_writes_json(tiny, tmp_path):
     proc = run_cli("--model", str(tiny), "--model", str(other), "--dataset", str(dataset), "--batch-size", "4")
     assert proc.returncode == 0, proc.stderr
     written = json.loads((tmp_path / "val_dataset_metrics.json").read_text())
-    assert list(written) == ["bm25", str(tiny), str(other)]
-    assert set(written[str(tiny)]) == EXPECTED_KEYS
-    assert written[str(tiny)] == pytest.approx(evaluate_model(str(tiny), dataset))
-    assert 0.5 < written["bm25"]["bm25_ndcg@10"] <= 1.0  # these questions reuse their chunk's words
+    assert list(written) == [str(tiny), str(other)]
+    assert set(written[str(tiny)]["dense"]) == EXPECTED_KEYS
+    assert written[str(tiny)]["dense"] == pytest.approx(evaluate_model(str(tiny), dataset))
+    assert 0.5 < written[str(tiny)]["bm25"]["bm25_ndcg@10"] <= 1.0  # these questions reuse their chunk's words
     assert f"{other} vs {tiny} (pts)" in proc.stdout and f"{other} vs bm25 (pts)" in proc.stdout
-    assert "ndcg@10" in proc.stdout
+    assert "ndcg@10" in proc.stdout and "hybrid w=0.5" in proc.stdout
     assert "val_dataset_metrics.json" in proc.stdout
 
 
@@ -200,7 +200,7 @@ def test_cli_output_path_and_input_errors(tiny, tmp_path, capsys):
     qa_dataset().save(dataset)
     out = tmp_path / "sub" / "m.json"
     assert evaluate_cli(["--model", str(tiny), "--dataset", str(dataset), "--output", str(out)]) == 0
-    assert list(json.loads(out.read_text())) == ["bm25", str(tiny)]
+    assert list(json.loads(out.read_text())) == [str(tiny)]
     assert "change" not in capsys.readouterr().out  # one model: nothing to compare
 
     bad = tmp_path / "bad.json"
@@ -214,6 +214,47 @@ def test_cli_output_path_and_input_errors(tiny, tmp_path, capsys):
 
     assert evaluate_cli(["--model", str(tiny), "--model", str(tiny), "--dataset", str(dataset)]) == 2
     assert "given twice" in capsys.readouterr().err
+
+
+def test_cli_evaluates_the_runs_retrievers_with_the_runs_tokenizer(tiny, tmp_path, monkeypatch, capsys):
+    """The retrievers a run compares, as its evaluate stage scores them: BM25 with the run's
+    tokenizer, the fusions of its weights, the dense model, RRF."""
+    from tasks.evaluation.evaluate import evaluate_retrievers
+    from tasks.retrieval.metrics import PER_QUESTION
+    from tasks.retrieval.retriever import candidates
+
+    dataset = tmp_path / "val_dataset.json"
+    qa_dataset().save(dataset)
+
+    def stage_grid(weights, tokenizer):  # what the pipeline's evaluate stage records for this model
+        grid = evaluate_retrievers(str(tiny), dataset, candidates(weights, tokenizer), batch_size=32, name="val")
+        return {label: {k: v for k, v in m.items() if k != PER_QUESTION} for label, m in grid.items()}
+
+    out = tmp_path / "flag.json"
+    argv = ["--model", str(tiny), "--dataset", str(dataset), "--output", str(out)]
+    assert evaluate_cli([*argv, "--bm25-tokenizer", "jieba", "--fusion-weights", "0.3,0.5"]) == 0
+    grid = json.loads(out.read_text())[str(tiny)]
+    assert list(grid) == ["bm25", "hybrid w=0.3", "hybrid w=0.5", "dense", "rrf"]
+    assert grid == stage_grid([0.3, 0.5], "jieba")
+    assert grid["bm25"] != stage_grid([0.3], "char")["bm25"]  # so the tokenizer used shows
+    assert "hybrid w=0.3" in capsys.readouterr().out
+
+    # With no flag, the run's settings as the run takes them: its config file, then BCE_* variables.
+    config = tmp_path / "run.toml"
+    config.write_text('bm25_tokenizer = "jieba"\nfusion_weights = [0.7]\nepochs = 1\n')
+    assert evaluate_cli([*argv, "--config", str(config)]) == 0
+    assert json.loads(out.read_text())[str(tiny)] == stage_grid([0.7], "jieba")
+    monkeypatch.setenv("BCE_FUSION_WEIGHTS", "0.4")
+    assert evaluate_cli(argv) == 0
+    assert json.loads(out.read_text())[str(tiny)] == stage_grid([0.4], "char")
+
+    assert evaluate_cli([*argv, "--no-bm25"]) == 0
+    assert list(json.loads(out.read_text())[str(tiny)]) == ["dense"]
+    with pytest.raises(SystemExit) as e:
+        evaluate_cli([*argv, "--bm25-tokenizer", "words"])
+    assert e.value.code == 2 and "invalid choice: 'words'" in capsys.readouterr().err
+    assert evaluate_cli([*argv, "--fusion-weights", "2"]) == 2
+    assert "fusion_weights must lie in [0, 1], got [2.0]" in capsys.readouterr().err
 
 
 def test_cli_help():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings_cli import settings_from_argv
+from flows.settings_cli import build_parser, settings_from_args
 from tasks.core.errors import HumanQuestionsError
 from tasks.evaluation.human_questions import (
     HumanQuestion,
@@ -83,8 +83,9 @@ def test_the_setting_auto_none_or_a_path(tmp_path):
     assert questions_file("none", tmp_path) is None
     assert questions_file("other.json", tmp_path) == Path("other.json")
     # From the command line, like every setting; "off" and "none" mean the same.
-    assert settings_from_argv(["--human-questions", "OFF"]).human_questions == "none"
-    assert settings_from_argv(["--human-questions", "my/q.json"]).human_questions == "my/q.json"
+    parser = build_parser("python -m flows.finetune_bce", "")
+    assert settings_from_args(parser.parse_args(["--human-questions", "OFF"])).human_questions == "none"
+    assert settings_from_args(parser.parse_args(["--human-questions", "my/q.json"])).human_questions == "my/q.json"
     assert Settings().human_questions == "auto"
 
 

@@ -7,48 +7,56 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.training.interpolation import (AlphaResult, alpha_grid, choose_alpha, interpolate_state_dicts,
-                                          load_interpolation, score_guard_as_needed)
+from tasks.training.interpolation import (AlphaResult, alpha_grid, choose_alpha, load_interpolation,
+                                          score_guard_as_needed)
+
+
+class _Weights(torch.nn.Module):
+    def __init__(self, w: list[float], ids: list[int]) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w))
+        self.register_buffer("ids", torch.tensor(ids))
 
 
 def test_interpolation_mixes_float_weights_and_keeps_integer_buffers() -> None:
     tuned = {"w": torch.tensor([1.0, 2.0]), "ids": torch.tensor([0, 1, 2])}
     base = {"w": torch.tensor([3.0, 6.0]), "ids": torch.tensor([5, 5, 5])}
-    mixed = interpolate_state_dicts(tuned, base, 0.25)
-    assert torch.allclose(mixed["w"], torch.tensor([2.5, 5.0]))
-    assert mixed["ids"].tolist() == [0, 1, 2]
-    assert torch.equal(interpolate_state_dicts(tuned, base, 1.0)["w"], tuned["w"])
-    assert torch.equal(interpolate_state_dicts(tuned, base, 0.0)["w"], base["w"])
-    # Pure: the inputs are not changed.
+    model = _Weights([9.0, 9.0], [7, 7, 7])
+    load_interpolation(model, tuned, base, 0.25)
+    assert torch.allclose(model.w, torch.tensor([2.5, 5.0]))
+    assert model.ids.tolist() == [0, 1, 2]
+    load_interpolation(model, tuned, base, 1.0)
+    assert torch.equal(model.w.data, tuned["w"])
+    load_interpolation(model, tuned, base, 0.0)
+    assert torch.equal(model.w.data, base["w"])
+    # The model's own weights change; the two it mixes do not.
     assert tuned["w"].tolist() == [1.0, 2.0] and base["w"].tolist() == [3.0, 6.0]
 
 
-def test_interpolation_refuses_other_architectures_and_bad_alpha() -> None:
-    w = {"w": torch.zeros(2)}
-    with pytest.raises(ValueError, match="different weights"):
-        interpolate_state_dicts(w, {"v": torch.zeros(2)}, 0.5)
-    with pytest.raises(ValueError, match="shape"):
-        interpolate_state_dicts(w, {"w": torch.zeros(3)}, 0.5)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        interpolate_state_dicts(w, w, 1.5)
-
-
-def test_mixing_in_place_gives_the_same_bits_as_loading_a_mixed_state_dict() -> None:
+def test_mixing_is_alpha_tuned_plus_one_minus_alpha_base_bit_for_bit() -> None:
     torch.manual_seed(0)
-    tuned_model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.LayerNorm(5), torch.nn.Embedding(11, 5))
-    tuned_model.register_buffer("ids", torch.arange(3))
-    tuned = {k: v.clone() for k, v in tuned_model.state_dict().items()}
+    model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.LayerNorm(5), torch.nn.Embedding(11, 5))
+    model.register_buffer("ids", torch.arange(3))
+    tuned = {k: v.clone() for k, v in model.state_dict().items()}
     base = {k: torch.randn_like(v) if v.is_floating_point() else v + 7 for k, v in tuned.items()}
     for alpha in (0.0, 0.3, 0.6, 1.0):
-        expected = interpolate_state_dicts(tuned, base, alpha)
-        load_interpolation(tuned_model, tuned, base, alpha)
-        got = tuned_model.state_dict()
-        assert all(torch.equal(got[k], expected[k]) for k in expected), alpha
-        assert got["ids"].tolist() == [0, 1, 2]
+        load_interpolation(model, tuned, base, alpha)
+        got = model.state_dict()
+        for k, t in tuned.items():
+            expected = alpha * t + (1 - alpha) * base[k] if t.is_floating_point() else t
+            assert torch.equal(got[k], expected), (alpha, k)
+
+
+def test_interpolation_refuses_other_architectures_and_bad_alpha() -> None:
+    model, w = _Weights([0.0, 0.0], [0]), {"w": torch.zeros(2), "ids": torch.zeros(1, dtype=torch.long)}
     with pytest.raises(ValueError, match="different weights"):
-        load_interpolation(tuned_model, tuned, {k: v for k, v in base.items() if k != "ids"}, 0.5)
+        load_interpolation(model, w, {"v": torch.zeros(2), "ids": w["ids"]}, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        load_interpolation(model, w, {"w": torch.zeros(3), "ids": w["ids"]}, 0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_interpolation(model, w, w, 1.5)
     with pytest.raises(ValueError, match="the model and the tuned weights differ"):
-        load_interpolation(torch.nn.Linear(7, 5), tuned, base, 0.5)
+        load_interpolation(torch.nn.Linear(7, 5), w, w, 0.5)
 
 
 RESULTS = [

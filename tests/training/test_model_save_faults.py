@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 
 from tasks.core.errors import DiskFullError, PipelineError
 from tasks.core.fileio import sha256_file
-from tasks.training.trainer import save_model_atomic
+from tasks.training.saving import save_model_atomic
 from tests.tiny_model import make_tiny_st_model
 
 

@@ -14,13 +14,8 @@ from transformers import TrainerCallback
 from tasks.evaluation.evaluate import evaluate_model
 from tasks.core.settings import Settings
 from tasks.core.errors import TrainingSettingsError
-from tasks.training.trainer import (
-    default_learning_rate,
-    precision_flags,
-    run_fingerprint,
-    train_model,
-    training_arguments,
-)
+from tasks.training.recipe import default_learning_rate, precision_flags, training_arguments
+from tasks.training.trainer import run_fingerprint, train_model
 from tests.training.test_training import animal_dataset
 from tests.tiny_model import make_tiny_st_model
 
@@ -261,21 +256,22 @@ def test_frozen_embeddings_stay_out_of_the_alpha_grid_and_equal_the_base(setup, 
 
 
 def test_alphas_come_as_a_list_from_text_env_and_flags(monkeypatch) -> None:
-    from flows.settings_cli import settings_from_argv
+    from flows.settings_cli import build_parser, settings_from_args
 
     assert Settings(interpolation_alphas="0.5, 0.75").interpolation_alphas == [0.5, 0.75]
     assert Settings(interpolation_alphas="").interpolation_alphas == []
     monkeypatch.setenv("BCE_INTERPOLATION_ALPHAS", "0.3,0.6")
     assert Settings().interpolation_alphas == [0.3, 0.6]
     monkeypatch.delenv("BCE_INTERPOLATION_ALPHAS")
-    s = settings_from_argv(["--interpolation-alphas", "0.2,0.4", "--hard-negatives", "2", "--cached-loss"])
+    argv = ["--interpolation-alphas", "0.2,0.4", "--hard-negatives", "2", "--cached-loss"]
+    s = settings_from_args(build_parser("python -m flows.finetune_bce", "").parse_args(argv))
     assert (s.interpolation_alphas, s.hard_negatives, s.cached_loss) == ([0.2, 0.4], 2, True)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         Settings(interpolation_alphas="0.5,2")
 
 
 def test_ties_between_epochs_go_to_the_later_epoch() -> None:
-    from tasks.training.trainer import _tiebreak_callback
+    from tasks.training.callbacks import tiebreak_callback as _tiebreak_callback
 
     class State:
         global_step = 0
