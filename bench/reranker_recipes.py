@@ -130,7 +130,7 @@ def train_variant(base: str, model, dataset, v: dict[str, str], seed: int, out: 
     args = CrossEncoderTrainingArguments(output_dir=str(out), num_train_epochs=float(v["epochs"]),
                                          per_device_train_batch_size=int(v["bs"]), learning_rate=float(v["lr"]),
                                          warmup_steps=0.1, save_strategy="no", report_to="none", seed=seed,
-                                         use_cpu=True, gradient_checkpointing=True,  # as the pipeline trains it
+                                         use_cpu=True, activation_checkpointing=True,  # as the pipeline trains it
                                          batch_sampler="no_duplicates" if v["loss"] == "mnrl" else "batch_sampler")
     started = time.monotonic()
     CrossEncoderTrainer(model=ce, args=args, train_dataset=train.shuffle(seed=seed), loss=loss).train()

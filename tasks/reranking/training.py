@@ -105,7 +105,7 @@ def train_reranker(start: str, first_stage_model: str, train_dataset: Path, out_
                 batch_sampler="no_duplicates",
                 # Each question is read with 9 chunks a step (its own, 4 hard, 4 in-batch): without
                 # recomputing activations, a batch of 8 held 10 GB on the default run.
-                gradient_checkpointing=True,
+                activation_checkpointing=True,
                 use_cpu=not torch.cuda.is_available(),
             )
             loss = MultipleNegativesRankingLoss(model, num_negatives=settings.reranker_negatives)
