@@ -74,6 +74,8 @@ def card_section(
     if promotion:
         verdict = "promoted" if promotion.get("promote") else "not promoted"
         parts += ["### Promotion", "", f"{verdict}: {promotion.get('reason', '')}", ""]
+        if promotion.get("serving"):
+            parts += [promotion["serving"], ""]
     if settings:
         parts += ["### Settings", "", "| setting | value |", "|---|---|"]
         parts += [f"| {k} | {_cell(v)} |" for k, v in settings.items()]
