@@ -269,8 +269,10 @@ def human_lines(info: Mapping[str, Any], limit: int = 20) -> list[str]:
     return lines
 
 
-def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None) -> list[str]:
-    """What the run ships and why: the spec, its model, and every candidate on validation.
+def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None,
+                    served: str = "`python -m flows.query` searches with exactly this retriever") -> list[str]:
+    """What the run ships and why: the spec, its model, and every candidate on validation;
+    ``served`` says when search uses it.
 
     >>> r = {"label": "hybrid w=0.4", "description": "BM25 + dense, z-score fusion with dense weight 0.4",
     ...      "model": "finetuned", "validation_ndcg@10": {"bm25": 0.9, "hybrid w=0.4": 0.95, "dense": 0.93}}
@@ -301,7 +303,7 @@ def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None
     if retriever.get("rerank_k"):
         lines.append(f"- the reranker re-scores the first stage's top {retriever['rerank_k']}: the run's cross-encoder, "
                      "kept in its run folder (`runs/<run_id>/reranker`, a sentence-transformers `CrossEncoder`)")
-    lines.append("- `python -m flows.query` searches with exactly this retriever")
+    lines.append(f"- {served}")
     return lines
 
 

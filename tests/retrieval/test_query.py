@@ -336,3 +336,63 @@ def test_bad_batch_arguments_are_one_line_errors(setup, tmp_path, capsys):
     ):
         assert main([*args, "--pdf-dir", str(pdfs), "--output-dir", str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err
+
+
+# --- reading and chunking: the served run's ------------------------------------------------------
+
+
+RUN_CHUNKING = {"garbage_pdfs": "skip", "garbage_threshold": 0.3, "chunk_size": 120, "chunk_overlap": 10,
+                "chunk_by_section": False}
+
+
+def _served_run(out: Path, tiny: Path, index_settings: dict | None) -> None:
+    register_run(out, "r1", tiny, model_fingerprint(tiny), files={})
+    set_champion(out, "r1", {"retriever": {"kind": "dense"},
+                             **({"index_settings": index_settings} if index_settings else {})})
+
+
+def test_query_reads_and_chunks_as_the_served_run_did(setup, tmp_path, capsys):
+    """No chunking flag: the run's 120-token chunks, the index a 120-token build gives, not the defaults'."""
+    from tasks.retrieval.index import open_index
+
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    _served_run(out, tiny, RUN_CHUNKING)
+    code, printed = _query(capsys, "袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out))
+    assert code == 0 and "chunks: garbage_pdfs skip, garbage_threshold 0.3, chunk_size 120" in printed
+    assert "as run r1 chunked" in printed
+    _, built, where = open_index(pdfs, str(out / "runs" / "r1" / "model"), out / "query_index",
+                                 Settings(chunk_size=120, chunk_overlap=10))
+    assert not built and f"index: {where} " in printed
+    # A flag that repeats the run's value is accepted.
+    assert main(["袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "120"]) == 0
+
+
+@pytest.mark.parametrize("flag, value, recorded", [("--chunk-size", "300", "chunk_size = 120"),
+                                                   ("--no-chunk-by-section", None, None),
+                                                   ("--chunk-by-section", None, "chunk_by_section = False"),
+                                                   ("--garbage-pdfs", "keep", "garbage_pdfs = skip")])
+def test_a_flag_that_contradicts_the_served_run_is_refused_in_one_line(setup, tmp_path, capsys, flag, value,
+                                                                       recorded):
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    _served_run(out, tiny, RUN_CHUNKING)
+    args = ["袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), flag, *([value] if value else [])]
+    code = main(args)
+    err = capsys.readouterr().err
+    if recorded is None:  # --no-chunk-by-section agrees with the run
+        assert code == 0
+        return
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert recorded in err and "run r1" in err and "--model FOLDER" in err and "Traceback" not in err
+    assert not (out / "query_index").exists()  # refused before anything was built
+
+
+def test_a_run_that_recorded_no_chunking_falls_back_to_the_defaults_with_a_note(setup, tmp_path, capsys, caplog):
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    _served_run(out, tiny, None)
+    code, printed = _query(capsys, "袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "150",
+                           "--chunk-overlap", "10")
+    assert code == 0 and "chunk_size 150" in printed and "the run recorded none" in printed
+    assert "recorded no reading and chunking settings" in caplog.text
