@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flows.query", description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Example:\n  python -m flows.query "尤金袋鼠分布在哪里？" --top-k 3',
+        epilog='Example:\n  python -m flows.query "尤金袋鼠分布在哪里？" --top-k 3\n\n'
+               "The PDFs are read and chunked as the run that made the served model read and chunked its own\n"
+               "(current.json); a reading or chunking flag that contradicts that run is refused: drop it, or\n"
+               "pass --model FOLDER to search a model with settings of your choosing.",
     )
     parser.add_argument("question", nargs="?", help="what to search for")
     parser.add_argument("--questions", type=Path, default=None,
@@ -57,14 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rerank the first stage's top K with the cross-encoder; 0: no reranker "
                              "(default: what the run chose)")
     parser.add_argument("--reranker", type=Path, default=None,
-                        help="cross-encoder folder (default: the reranker of the champion's run)")
+                        help="cross-encoder folder (default: the one current.json serves, else the served run's)")
     parser.add_argument("--top-k", type=int, default=5, help="chunks to print (default: %(default)s)")
     parser.add_argument("--model", default=None,
-                        help="sentence-transformers folder (default: the promoted model of --output-dir)")
+                        help="sentence-transformers folder (default: the model --output-dir's current.json serves: "
+                             "the champion, or the base model before any promotion)")
     parser.add_argument("--pdf-dir", type=Path, default=defaults["pdf_dir"].default,
                         help="folder of PDFs to search (default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, default=defaults["output_dir"].default,
-                        help="the pipeline's output folder: champion pointer and index cache (default: %(default)s)")
+                        help="the pipeline's output folder: what it serves (current.json) and the index cache "
+                             "(default: %(default)s)")
     # How the PDFs are read and chunked: the served run's settings (INDEX_SETTINGS); a flag may only agree.
     run_default = "default: as the run that made the served model; with --model: %s"
     parser.add_argument("--chunk-size", type=int, default=None,
@@ -192,7 +197,7 @@ class Opened:
     """A searcher ready for questions, and where each of its parts came from."""
 
     searcher: Any
-    lines: list[str]  # model, retriever, reranker, index: one line each, for the user
+    lines: list[str]  # model, retriever, reranker, chunks, index: one line each, for the user
 
 
 def open_searcher(pdf_dir: Path, output_dir: Path, settings: Settings, model: str | None = None,
