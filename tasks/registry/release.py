@@ -21,7 +21,7 @@ from tasks.registry.model_card import update_model_card
 from tasks.registry.runs import RERANKER_DIR, Champion, read_champion, read_serving
 
 __all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_file", "read_champion", "read_serving",
-           "ship_retriever", "shipped", "table_rows", "update_model_card"]
+           "report_rows", "serving_line", "ship_retriever", "shipped", "table_rows", "update_model_card"]
 
 # The settings a model card names: what data and training made the model.
 CARD_SETTINGS = ("profile", "base_model", "pooling", "llm_backend", "llm_model", "chunk_size", "chunk_overlap",
