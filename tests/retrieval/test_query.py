@@ -396,3 +396,12 @@ def test_a_run_that_recorded_no_chunking_falls_back_to_the_defaults_with_a_note(
                            "--chunk-overlap", "10")
     assert code == 0 and "chunk_size 150" in printed and "the run recorded none" in printed
     assert "recorded no reading and chunking settings" in caplog.text
+
+
+def test_the_index_depends_on_every_reading_setting_and_the_chunk_shape():
+    """A reading setting added to the documents stage's group must reach the query index too."""
+    from tasks.core.settings import group_fields
+    from tasks.retrieval.index import INDEX_SETTINGS
+
+    assert group_fields(("documents",)) <= set(INDEX_SETTINGS) <= group_fields(("documents", "chunking"))
+    assert {"chunk_size", "chunk_overlap", "chunk_by_section"} <= set(INDEX_SETTINGS)
