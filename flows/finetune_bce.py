@@ -42,7 +42,6 @@ from tasks.registry import release
 from tasks.registry.stage import register_and_promote
 from tasks.reranking.stage import train_reranker_stage
 from tasks.reporting.artifacts import publish_run_artifacts
-from tasks.retrieval.retriever import candidates
 from tasks.reporting.run_outputs import (publish_generation_report, publish_skipped_inputs, run_summary,
                                          write_outputs)
 from tasks.training.stage import train
@@ -107,20 +106,23 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
     decision = release.decide(contenders, val, guard, trained, questions.val_dataset, settings)
     release.update_model_card(out / "model", decision.card)  # before the registry copies the model
     stages.run(register_and_promote, out, contenders.run_id, out / "model", contenders.fingerprint,
-               decision.promotion["promote"], decision.record, reranker)
-    stages.logger.info("shipped retriever: %s with the %s model", decision.retriever["description"],
-                       decision.retriever["model"])
+               decision.promotion["promote"], decision.record, reranker, decision.serving)
+    # What search serves, read back from the one record of it: every output below names it.
+    served = release.shipped(release.read_serving(out).record, contenders)
+    promotion = {**decision.promotion, "retriever": served,
+                 "serving": release.serving_line(served, decision.promotion["promote"])}
+    stages.logger.info("%s", promotion["serving"])
 
     # Report only, measured after every choice (epoch, α, promotion, retriever) was made without it.
-    metrics = decision.metrics()
+    metrics = release.report_rows(val, guard, served)
     if people is not None:
         found = stages.run(human_questions, people, chunks.chunks_path, out / "human_dataset.json",
                            [e["id"] for e in examples])
         if found.dataset is not None:
             metrics["human"] = release.table_rows(
-                evaluate_models(stages, contenders, found.dataset, settings, scores), decision.retriever)
+                evaluate_models(stages, contenders, found.dataset, settings, scores), served)
 
-    summary = run_summary(out, base, settings, decision.promotion, stages.summary())
+    summary = run_summary(out, base, settings, promotion, stages.summary())
     write_outputs(out, metrics, summary, settings)
     publish_run_artifacts(summary)  # stage timings, links to the model and report (Prefect UI)
     return {"metrics": metrics, "summary": summary}
@@ -129,18 +131,17 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
 def evaluate_models(stages: StageRuns, contenders: release.Contenders, dataset: Path | None, settings: Settings,
                     scores: Path) -> dict:
     """``{model: {retriever: metrics}}`` for each model on ``dataset`` ({} without one); a
-    model with a reranker also gets its first stage + reranker at each depth."""
+    model with a reranker also gets its first stage + reranker at each depth, and the model
+    search serves its served retriever (:meth:`release.Contenders.retrievers`)."""
     if dataset is None:
         return {}
     set_name = Path(dataset).stem.removesuffix("_dataset") or "val"
     grids = {}
     for side, path in contenders.models.items():
-        reranker = contenders.rerankers.get(side)
-        specs = candidates(settings.fusion_weights, settings.bm25_tokenizer, settings.rerank_depths if reranker else (),
-                           settings.rerank_weights)
+        specs = contenders.retrievers(side, settings)
         grids[side] = stages.run(evaluate, path, dataset, settings.eval_batch_size, [s.to_dict() for s in specs],
                                  trust_remote_code=settings.trust_remote_code, set_name=set_name, label=side,
-                                 score_cache=scores, reranker_path=reranker)
+                                 score_cache=scores, reranker_path=contenders.rerankers.get(side))
     return grids
 
 

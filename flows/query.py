@@ -1,18 +1,20 @@
 """Search your PDFs with the retriever the pipeline shipped: BM25, the model, or both fused, and its reranker.
 
     python -m flows.query "尤金袋鼠分布在哪里？"
-    python -m flows.query "问题" --top-k 5 --model outputs/finetune_bce/current --pdf-dir data/pdf
+    python -m flows.query "问题" --top-k 5 --pdf-dir data/pdf
     python -m flows.query --questions questions.txt --top-k 10 --json   # one JSON line per question
 
-The model defaults to the champion of ``--output-dir`` (``current.json``, written when
-a run is promoted); before any promotion, to the base model of the last run, with a
-note. The retriever defaults to the one the run chose on its validation questions
-(``--retriever auto``): BM25 alone, the dense model alone, or their fusion with its
-weight, with its top k reranked by the run's cross-encoder if the run chose that, ranked
-by the same code as the evaluation (the reranker is loaded once). The index over the PDFs' chunks (a
-LlamaIndex VectorStoreIndex and a BM25 index beside it) is built once per model and
-document set and persisted under ``<output-dir>/query_index/``; a later query with the
-same model and PDFs loads it. Prints the top chunks with file, page and score.
+What it searches with is what ``--output-dir``'s ``current.json`` records as served: the
+champion's model (or, before any promotion, the base model) with the retriever the run chose
+on its validation questions — BM25 alone, the dense model alone, or their fusion with its
+weight, with its top k reranked by the run's cross-encoder if the run chose that — ranked by
+the same code as the evaluation (the reranker is loaded once). The PDFs are read and chunked
+as that run read and chunked its own (its chunk size, overlap, sections, unreadable-PDF
+filter); a flag that says otherwise is refused, since the model was measured on those chunks
+(pass ``--model`` to search a model folder with settings of your choosing). The index over
+the chunks (a LlamaIndex VectorStoreIndex, the vectors and a BM25 index beside it) is built
+once per model, document set and chunking, and persisted under ``<output-dir>/query_index/``;
+a later query with the same ones loads it. Prints the top chunks with file, page and score.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tasks.core.errors import PipelineError, UsageError
 from tasks.core.settings import Settings
 
 if TYPE_CHECKING:
+    from tasks.registry.runs import Serving
     from tasks.retrieval.retriever import RetrieverSpec
 
 
@@ -38,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flows.query", description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Example:\n  python -m flows.query "尤金袋鼠分布在哪里？" --top-k 3',
+        epilog='Example:\n  python -m flows.query "尤金袋鼠分布在哪里？" --top-k 3\n\n'
+               "The PDFs are read and chunked as the run that made the served model read and chunked its own\n"
+               "(current.json); a reading or chunking flag that contradicts that run is refused: drop it, or\n"
+               "pass --model FOLDER to search a model with settings of your choosing.",
     )
     parser.add_argument("question", nargs="?", help="what to search for")
     parser.add_argument("--questions", type=Path, default=None,
@@ -54,56 +60,78 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rerank the first stage's top K with the cross-encoder; 0: no reranker "
                              "(default: what the run chose)")
     parser.add_argument("--reranker", type=Path, default=None,
-                        help="cross-encoder folder (default: the reranker of the champion's run)")
+                        help="cross-encoder folder (default: the one current.json serves, else the served run's)")
     parser.add_argument("--top-k", type=int, default=5, help="chunks to print (default: %(default)s)")
     parser.add_argument("--model", default=None,
-                        help="sentence-transformers folder (default: the promoted model of --output-dir)")
+                        help="sentence-transformers folder (default: the model --output-dir's current.json serves: "
+                             "the champion, or the base model before any promotion)")
     parser.add_argument("--pdf-dir", type=Path, default=defaults["pdf_dir"].default,
                         help="folder of PDFs to search (default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, default=defaults["output_dir"].default,
-                        help="the pipeline's output folder: champion pointer and index cache (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=defaults["chunk_size"].default)
-    parser.add_argument("--chunk-overlap", type=int, default=defaults["chunk_overlap"].default)
-    parser.add_argument("--chunk-by-section", action=argparse.BooleanOptionalAction,
-                        default=defaults["chunk_by_section"].default,
-                        help="chunk as the pipeline's --chunk-by-section does (default: %(default)s)")
+                        help="the pipeline's output folder: what it serves (current.json) and the index cache "
+                             "(default: %(default)s)")
+    # How the PDFs are read and chunked: the served run's settings (INDEX_SETTINGS); a flag may only agree.
+    run_default = "default: as the run that made the served model; with --model: %s"
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help=f"chunk size in tokens ({run_default % defaults['chunk_size'].default})")
+    parser.add_argument("--chunk-overlap", type=int, default=None,
+                        help=f"chunk overlap in tokens ({run_default % defaults['chunk_overlap'].default})")
+    parser.add_argument("--chunk-by-section", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"cut pages at their headings first ({run_default % defaults['chunk_by_section'].default})")
+    parser.add_argument("--garbage-pdfs", choices=("skip", "keep"), default=None,
+                        help=f"PDFs of mostly unreadable text ({run_default % defaults['garbage_pdfs'].default})")
+    parser.add_argument("--garbage-threshold", type=float, default=None,
+                        help="share of unreadable characters that makes a PDF unreadable "
+                             f"({run_default % defaults['garbage_threshold'].default})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and built")
     return parser
 
 
-def resolve_model(model: str | None, output_dir: Path) -> tuple[str, str]:
-    """(model path, where it came from): --model, else the champion, else the last run's base model."""
-    from tasks.registry.runs import read_champion
+def resolve_model(model: str | None, output_dir: Path) -> tuple[str, str, "Serving | None"]:
+    """(model path, where it came from, what current.json records as served): --model, else
+    the model ``current.json`` names (the champion, or the base model before any promotion)."""
+    from tasks.registry.runs import read_serving
 
     if model:
         if not (Path(model) / "modules.json").is_file():
             raise UsageError(f"--model: {model} is not a sentence-transformers folder (no modules.json)")
-        return str(model), "--model"
-    champion = read_champion(output_dir)
-    if champion is not None:
-        return str(champion.model_path), f"champion, run {champion.run_id}"
-    summary = output_dir / "summary.json"
-    if summary.is_file():
-        base = json.loads(summary.read_text(encoding="utf-8")).get("base_model", {}).get("path")
-        if base and (Path(base) / "modules.json").is_file():
-            return base, "no run promoted yet: the base model"
-    raise UsageError(
-        f"no model to search with: {output_dir} has no promoted run (current.json) and no summary.json; "
-        "run `python -m flows.finetune_bce` first or pass --model FOLDER"
-    )
+        return str(model), "--model", None
+    serving = read_serving(output_dir)
+    if serving is None:
+        raise UsageError(
+            f"no model to search with: {output_dir} has no current.json (what a run serves); "
+            "run `python -m flows.finetune_bce` first or pass --model FOLDER"
+        )
+    if not (serving.model_path / "modules.json").is_file():
+        raise UsageError(f"{output_dir / 'current.json'} names {serving.model_path}, which is not a model folder: "
+                         "restore it, run `python -m flows.finetune_bce` again, or pass --model FOLDER")
+    origin = f"champion, run {serving.run_id}" if serving.run_id else "no run promoted yet: the base model"
+    return str(serving.model_path), origin, serving
 
 
-def recorded_retriever(output_dir: Path, model_origin: str) -> dict | None:
-    """The retriever record the pipeline wrote for the model ``resolve_model`` chose, if any:
-    the champion's in ``current.json``, else the last run's in ``summary.json``."""
-    if model_origin == "--model":
-        return None
-    pointer, summary = output_dir / "current.json", output_dir / "summary.json"
-    if model_origin.startswith("champion") and pointer.is_file():
-        return json.loads(pointer.read_text(encoding="utf-8")).get("retriever")
-    if summary.is_file():
-        return (json.loads(summary.read_text(encoding="utf-8")).get("promotion") or {}).get("retriever")
-    return None
+def resolve_index_settings(serving: "Serving | None", given: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(reading and chunking settings, where they came from): those the served run recorded,
+    which ``given`` flags may repeat but not change (the model was measured on those chunks);
+    with ``--model`` (no ``serving``) or a run that recorded none, the defaults and the flags."""
+    from tasks.retrieval.index import INDEX_SETTINGS
+
+    defaults = {name: Settings.model_fields[name].default for name in INDEX_SETTINGS}
+    if serving is None:
+        return {**defaults, **given}, "defaults and flags, as --model was given"
+    recorded = serving.index_settings
+    if not recorded:
+        note = (f"{serving.origin} recorded no reading and chunking settings (made before runs recorded them): "
+                "chunking with the defaults and your flags; a new run of `python -m flows.finetune_bce` records them")
+        logging.getLogger(__name__).warning(note)
+        return {**defaults, **given}, "defaults and flags: the run recorded none"
+    for name, value in given.items():
+        if name in recorded and value != recorded[name]:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{flag} {value}: the served model ({serving.origin}) was evaluated on PDFs read and chunked with "
+                f"{name} = {recorded[name]}, and search uses the same; drop {flag}, or pass --model FOLDER to "
+                "search a model with other chunks")
+    return {**defaults, **{k: v for k, v in recorded.items() if k in defaults}}, f"as {serving.origin} chunked"
 
 
 def resolve_retriever(choice: str, w_dense: float | None, recorded: dict | None,
@@ -137,17 +165,18 @@ def _first_stage(choice: str, w_dense: float | None, recorded: dict | None) -> t
     return RetrieverSpec(choice, tokenizer=tokenizer), f"--retriever {choice}"
 
 
-def resolve_reranker(given: Path | None, output_dir: Path, model_origin: str) -> Path | None:
-    """The cross-encoder folder: ``--reranker``, else the one the champion's run trained."""
-    from tasks.registry.release import champion_reranker
-    from tasks.registry.runs import read_champion
+def resolve_reranker(given: Path | None, output_dir: Path, serving: "Serving | None") -> Path | None:
+    """The cross-encoder folder: ``--reranker``, else the one the served retriever reranks
+    with, else the one the served run trained (for ``--rerank-k``)."""
+    from tasks.registry.runs import RERANKER_DIR, run_dir
 
     if given is not None:
         if not (Path(given) / "config.json").is_file():
             raise UsageError(f"--reranker: {given} is not a cross-encoder folder (no config.json)")
         return Path(given)
-    champion = read_champion(output_dir) if model_origin.startswith("champion") else None
-    folder = champion_reranker(champion) if champion is not None else None
+    if serving is None:
+        return None
+    folder = serving.reranker_path or (run_dir(output_dir, serving.run_id) / RERANKER_DIR if serving.run_id else None)
     return folder if folder is not None and (folder / "config.json").is_file() else None
 
 
@@ -168,30 +197,40 @@ class Opened:
     """A searcher ready for questions, and where each of its parts came from."""
 
     searcher: Any
-    lines: list[str]  # model, retriever, reranker, index: one line each, for the user
+    lines: list[str]  # model, retriever, reranker, chunks, index: one line each, for the user
 
 
 def open_searcher(pdf_dir: Path, output_dir: Path, settings: Settings, model: str | None = None,
                   retriever: str = "auto", w_dense: float | None = None, rerank_k: int | None = None,
-                  reranker: Path | None = None) -> Opened:
-    """The searcher ``flows.query`` searches with: the run's model, retriever and reranker
-    (each overridable), over the index of ``pdf_dir`` (loaded, or built once)."""
-    from tasks.retrieval.index import Searcher, load_bm25, open_index
+                  reranker: Path | None = None, index_flags: dict[str, Any] | None = None) -> Opened:
+    """The searcher ``flows.query`` searches with: what ``current.json`` serves — model,
+    retriever, reranker (each overridable) — over the index of ``pdf_dir`` read and chunked
+    as the served run did (``index_flags``: the reading and chunking flags given, which may
+    not contradict it), loaded or built once."""
+    from tasks.retrieval.index import Searcher, open_index
     from tasks.retrieval.rerank import CrossEncoderReranker
 
     if not Path(pdf_dir).is_dir():
         raise UsageError(f"--pdf-dir: {pdf_dir} is not a folder")
-    model_path, origin = resolve_model(model, Path(output_dir))
-    spec, spec_origin = resolve_retriever(retriever, w_dense, recorded_retriever(Path(output_dir), origin), rerank_k)
-    folder = resolve_reranker(reranker, Path(output_dir), origin) if spec.rerank_k else None
+    model_path, origin, serving = resolve_model(model, Path(output_dir))
+    chunking, chunking_origin = resolve_index_settings(serving, index_flags or {})
+    try:
+        settings = Settings(**{**settings.model_dump(), **chunking})
+    except ValueError as e:
+        raise UsageError(f"reading and chunking settings: {e}") from None
+    recorded = serving.record.get("retriever") if serving is not None else None
+    spec, spec_origin = resolve_retriever(retriever, w_dense, recorded, rerank_k)
+    folder = resolve_reranker(reranker, Path(output_dir), serving) if spec.rerank_k else None
     if spec.rerank_k and folder is None:
         raise UsageError(f"{spec.label} needs a reranker and {origin} has none: pass --reranker FOLDER, "
                          "or --rerank-k 0 to search without one")
     index, built, where = open_index(Path(pdf_dir), model_path, Path(output_dir) / "query_index", settings)
-    searcher = Searcher(index, spec, load_bm25(index, spec),
-                        CrossEncoderReranker(folder, settings.eval_batch_size) if folder is not None else None)
+    searcher = Searcher(index, spec, reranker=CrossEncoderReranker(folder, settings.eval_batch_size)
+                        if folder is not None else None)
+    shown = ", ".join(f"{k} {v}" for k, v in chunking.items())
     lines = [f"model: {model_path} ({origin})", f"retriever: {spec.describe()} ({spec_origin})",
              *([f"reranker: {folder}"] if folder is not None else []),
+             f"chunks: {shown} ({chunking_origin})",
              f"index: {where} ({'built now' if built else 'loaded'})"]
     return Opened(searcher, lines)
 
@@ -214,6 +253,8 @@ def shipped_retriever(output_dir: str | Path = "outputs/finetune_bce", pdf_dir: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tasks.retrieval.index import INDEX_SETTINGS
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:
@@ -221,14 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.top_k < 1:
             raise UsageError("--top-k must be at least 1")
-        settings = Settings(pdf_dir=args.pdf_dir, output_dir=args.output_dir,
-                            chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-                            chunk_by_section=args.chunk_by_section)
+        settings = Settings(pdf_dir=args.pdf_dir, output_dir=args.output_dir)
+        index_flags = {name: getattr(args, name) for name in INDEX_SETTINGS if getattr(args, name) is not None}
         if (args.question is None) == (args.questions is None):
             raise UsageError("give a question or --questions FILE (one of the two)")
         questions = read_questions(args.questions) if args.questions else [args.question]
         opened = open_searcher(args.pdf_dir, args.output_dir, settings, args.model, args.retriever, args.w_dense,
-                               args.rerank_k, args.reranker)
+                               args.rerank_k, args.reranker, index_flags)
     except (PipelineError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -166,9 +166,10 @@ def test_the_shipped_retriever_is_chosen_on_validation_and_recorded(two_runs):
     assert summary["promotion"]["retriever"] == retriever
     spec = RetrieverSpec.from_dict(retriever)
     assert spec.label == retriever["label"]
-    if summary["promotion"]["promote"]:
-        pointer = json.loads((out / "current.json").read_text())
-        assert RetrieverSpec.from_dict(pointer["retriever"]) == spec
+    # current.json records what search serves, promoted or not (the base model before any promotion).
+    pointer = json.loads((out / "current.json").read_text())
+    assert RetrieverSpec.from_dict(pointer["retriever"]) == spec
+    assert (pointer["run_id"] is None) == (retriever["model"] == "base") and retriever["run_id"] == pointer["run_id"]
     card = (out / "model" / "README.md").read_text(encoding="utf-8")
     assert "### Retriever" in card and "python -m flows.query" in card
     assert "## Shipped retriever" in (out / "report.md").read_text()

@@ -46,6 +46,11 @@ class SentenceTransformerEmbedding(BaseEmbedding):
         self._model = SentenceTransformer(str(model_path), device=device, trust_remote_code=trust_remote_code,
                                           local_files_only=True)
 
+    @property
+    def model(self) -> Any:
+        """The ``SentenceTransformer`` it encodes with (search embeds its questions with it too)."""
+        return self._model
+
     @classmethod
     def class_name(cls) -> str:
         return "SentenceTransformerEmbedding"

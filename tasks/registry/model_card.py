@@ -61,7 +61,9 @@ def card_section(
     parts += ["### Retrieval on the domain validation set", "", metrics_table(validation, changes=changes), ""]
     if retriever:
         # How to search with this model as the pipeline measured it: alone, or fused with BM25.
-        parts += ["### Retriever", "", *retriever_lines(retriever), ""]
+        parts += ["### Retriever", "", *retriever_lines(
+            retriever, served="`python -m flows.query` searches with exactly this retriever while this run is the "
+                              "champion (`current.json`)"), ""]
     if guard:
         parts += [
             "### Retrieval on the guard set",
@@ -74,6 +76,8 @@ def card_section(
     if promotion:
         verdict = "promoted" if promotion.get("promote") else "not promoted"
         parts += ["### Promotion", "", f"{verdict}: {promotion.get('reason', '')}", ""]
+        if promotion.get("serving"):
+            parts += [promotion["serving"], ""]
     if settings:
         parts += ["### Settings", "", "| setting | value |", "|---|---|"]
         parts += [f"| {k} | {_cell(v)} |" for k, v in settings.items()]

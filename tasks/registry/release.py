@@ -1,8 +1,11 @@
 """What a run ships: the promotion decision, the retriever, the model card and the registry entry.
 
-The flow evaluates; this module decides from those numbers (validation only) and records
-the decision everywhere a user looks: ``metrics.json``'s rows, the model card, ``runs/<id>/``
-and ``current.json``.
+The flow evaluates; this module decides from those numbers (validation only). What search
+serves after the run is one record, ``current.json`` (:mod:`tasks.registry.runs`): the run's
+model and retriever if it was promoted; the champion's, unchanged, if it was not; before any
+promotion, the base model with the retriever this run chose for it. The report's ``shipped``
+row, ``metrics.json``'s ``retriever``, ``summary.json``, the console and the model card all
+name that record (:func:`shipped`), and ``flows.query`` searches with it.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ from typing import Any
 
 from tasks.core.settings import Settings, card_settings
 from tasks.registry.model_card import update_model_card
-from tasks.registry.runs import Champion, read_champion
+from tasks.registry.runs import RERANKER_DIR, Champion, read_champion, read_serving
 
-__all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_file", "read_champion", "ship_retriever",
-           "table_rows", "update_model_card"]
+__all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_file", "read_champion", "read_serving",
+           "report_rows", "serving_line", "ship_retriever", "shipped", "table_rows", "update_model_card"]
 
 # The settings a model card names (Group(..., card=True) on the field): what data and training made the model.
 CARD_SETTINGS = card_settings(Settings)
-# A run folder's reranker, beside its model.
-RERANKER_DIR = "reranker"
+# What the retriever record keeps in run.json and current.json: the spec and why it was chosen,
+# not this run's names for the models or their paths.
+_RUN_ONLY = ("model", "model_path", "reranker_path")
 
 
 @dataclass
@@ -43,6 +47,29 @@ class Contenders:
     @property
     def rival(self) -> Champion | None:
         return self.champion if self.champion is not None and not self.is_champion else None
+
+    def served_side(self) -> str | None:
+        """The model (``champion``, or ``finetuned`` on a rerun of the champion) whose recorded
+        retriever search serves now; None before any promotion."""
+        return None if self.champion is None else "finetuned" if self.is_champion else "champion"
+
+    def retrievers(self, side: str, settings: Settings) -> list:
+        """The retrievers to evaluate ``side`` with: the candidates (each reranked one only
+        where the side has a reranker) and, for the model search serves now, the retriever it
+        serves with, as recorded, so the report can show what search keeps serving."""
+        from dataclasses import replace
+
+        from tasks.registry.runs import served_spec
+        from tasks.retrieval.retriever import candidates
+
+        reranker = self.rerankers.get(side)
+        served = served_spec(self.champion.serving) if side == self.served_side() else None
+        tokenizer = served.tokenizer if served is not None and served.uses_bm25 else settings.bm25_tokenizer
+        specs = candidates(settings.fusion_weights, tokenizer, settings.rerank_depths if reranker else (),
+                           settings.rerank_weights)
+        if served is not None and served.label not in {s.label for s in specs} and (reranker or not served.rerank_k):
+            specs.append(replace(served, tokenizer=tokenizer))  # one BM25 tokenizer per evaluation
+        return specs
 
 
 def contenders(out: Path, base_path: Path, model_dir: Path, champion: Champion | None,
@@ -78,7 +105,7 @@ def champion_reranker(champion: Champion) -> Path:
 def table_rows(grids: dict[str, dict[str, dict]], shipped: dict[str, Any] | None = None) -> dict[str, dict]:
     """The rows of one table: ``bm25``, each model's dense row (base, [champion,] finetuned),
     this run's first stage with its reranker at each depth (``reranked@k``) and, with
-    ``shipped`` (the retriever record), the shipped retriever on this dataset."""
+    ``shipped`` (:func:`shipped`), the retriever search serves, on this dataset."""
     from tasks.retrieval.metrics import PER_QUESTION
     from tasks.retrieval.retriever import RERANK_MARK
 
@@ -87,7 +114,7 @@ def table_rows(grids: dict[str, dict[str, dict]], shipped: dict[str, Any] | None
         depth = label.split(RERANK_MARK, 1)[1] if RERANK_MARK in label else ""
         if depth.isdigit():  # the reranker's order alone at each depth (a mix shows as shipped, if it is)
             rows[f"reranked@{depth}"] = m
-    if shipped is not None and shipped["model"] in grids:
+    if shipped is not None and shipped["label"] in grids.get(shipped["model"], {}):
         rows["shipped"] = grids[shipped["model"]][shipped["label"]]
     return {name: {k: v for k, v in m.items() if k != PER_QUESTION} for name, m in rows.items()}
 
@@ -120,24 +147,21 @@ def ship_retriever(grids: dict[str, dict[str, dict]], serving: str, model_path: 
 class Release:
     """The decision of a run and everything needed to record it."""
 
-    rows: dict[str, dict]  # validation rows (bm25, base, [champion,] finetuned, shipped)
-    guard: dict[str, dict]  # the same on the guard set ({} without one)
-    retriever: dict[str, Any]  # the retriever shipped now
-    promotion: dict[str, Any]  # the summary's promotion record
+    promotion: dict[str, Any]  # the summary's promotion record (without the served retriever: see shipped())
     record: dict[str, Any]  # runs/<id>/run.json's record
+    serving: dict[str, Any]  # current.json after this run: what search serves
     card: str  # the model card's section
-
-    def metrics(self) -> dict[str, Any]:
-        """metrics.json without the questions people wrote."""
-        return {**self.rows, **({"guard": self.guard} if self.guard else {}), "retriever": self.retriever}
 
 
 def decide(c: Contenders, val_grids: dict, guard_grids: dict, trained: dict, val_dataset: Path,
            settings: Settings) -> Release:
-    """Promote or not (the dense model on validation, within the guard margin), then choose
-    the retriever the serving model ships with; both from validation numbers only."""
+    """Promote or not (the dense model on validation, within the guard margin); choose the
+    retriever this run's model ships with whenever it is served; and say what search serves
+    after the run: all from validation numbers only."""
     from tasks.registry.model_card import card_section
     from tasks.registry.promotion import already_champion, decide_promotion
+    from tasks.registry.runs import champion_record
+    from tasks.retrieval.index import INDEX_SETTINGS
     from tasks.retrieval.metrics import metric_value
 
     rows, guard = table_rows(val_grids), table_rows(guard_grids) if guard_grids else {}
@@ -152,31 +176,79 @@ def decide(c: Contenders, val_grids: dict, guard_grids: dict, trained: dict, val
             guard_margin_pts=settings.promotion_guard_margin, min_gain_pts=settings.promotion_min_gain,
             incumbent=f"champion (run {rival.run_id})" if rival else "base model",
         )
-    wins = decision.promote or c.is_champion
-    now_champion = c.run_id if wins else (c.champion.run_id if c.champion else None)
-    serving = "finetuned" if wins else "champion" if c.rival else "base"
-    retriever = ship_retriever(val_grids, serving, c.models[serving], settings, c.rerankers.get(serving))
-    rows, guard = table_rows(val_grids, retriever), table_rows(guard_grids, retriever) if guard_grids else {}
+    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    dumped = settings.model_dump(mode="json")
+    index_settings = {k: dumped[k] for k in INDEX_SETTINGS}
+    # The retriever this run's model ships with whenever it is served (card and run record).
+    own = ship_retriever(val_grids, "finetuned", c.models["finetuned"], settings, c.rerankers.get("finetuned"))
+    record = {"created_at": created_at,
+              **({"reranker_fingerprint": c.reranker_fingerprint} if c.reranker_fingerprint else {}),
+              "base_model": settings.resolved_base_model(),
+              "scores": {"validation_ndcg@10": ndcg(rows["finetuned"]), "guard_ndcg@10": ndcg(guard.get("finetuned"))},
+              "retriever": _kept(own),
+              # How the PDFs were read and chunked: flows.query chunks them the same way for this model.
+              "index_settings": index_settings}
+    if decision.promote:
+        serving = champion_record(c.run_id, {"model_fingerprint": c.fingerprint, **record},
+                                  {"promoted_at": created_at, **record["scores"], "retriever": record["retriever"],
+                                   "index_settings": index_settings})
+    elif c.champion is not None:
+        serving = c.champion.serving  # search keeps serving the champion, as it was recorded
+    else:
+        base = ship_retriever(val_grids, "base", c.models["base"], settings)
+        serving = {"run_id": None, "model_path": str(Path(c.models["base"]).resolve()), "chosen_by": c.run_id,
+                   "chosen_at": created_at, "retriever": _kept(base), "index_settings": index_settings}
     promotion = {**decision.to_dict(), "run_id": c.run_id, "run_dir": f"runs/{c.run_id}", "new_run": not c.known_run,
-                 "champion": now_champion, "retriever": retriever}
-    # The retriever this run's model ships with whenever it is the champion (card and run record).
-    own = retriever if serving == "finetuned" else ship_retriever(val_grids, "finetuned", c.models["finetuned"],
-                                                                  settings, c.rerankers.get("finetuned"))
+                 "champion": c.run_id if decision.promote or c.is_champion else (
+                     c.champion.run_id if c.champion else None)}
+    served = shipped(serving, c)
     card = card_section(
         run_id=c.run_id,
         data={"training pairs": trained.get("n_pairs"), "epochs": trained.get("epochs"),
               "validation questions": len(json.loads(Path(val_dataset).read_text(encoding="utf-8"))["queries"]),
               "guard set": str(settings.guard_dataset) if settings.guard_dataset else "none"},
-        settings={k: v for k, v in settings.model_dump(mode="json").items() if k in CARD_SETTINGS},
-        validation=rows, guard=guard or None, promotion=promotion, retriever=own,
+        settings={k: v for k, v in dumped.items() if k in CARD_SETTINGS},
+        validation=table_rows(val_grids, served), guard=table_rows(guard_grids, served) if guard_grids else None,
+        promotion={**promotion, "serving": serving_line(served, decision.promote)}, retriever=own,
     )
-    record = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              **({"reranker_fingerprint": c.reranker_fingerprint} if c.reranker_fingerprint else {}),
-              "base_model": settings.resolved_base_model(),
-              "scores": {"validation_ndcg@10": ndcg(rows["finetuned"]), "guard_ndcg@10": ndcg(guard.get("finetuned"))},
-              # What flows.query searches with once this run is the champion: its model and this retriever.
-              "retriever": {k: v for k, v in own.items() if k not in ("model_path", "reranker_path")}}
-    return Release(rows, guard, retriever, promotion, record, card)
+    return Release(promotion, record, serving, card)
+
+
+def _kept(retriever: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in retriever.items() if k not in _RUN_ONLY}
+
+
+def shipped(serving: dict[str, Any], c: Contenders) -> dict[str, Any]:
+    """The report's record of what search serves (``current.json``'s ``serving``): its
+    retriever, and which of this run's models it ranks with (``model``: the table's column,
+    whose ``shipped`` row is that retriever on this run's questions) and whose run it is."""
+    from tasks.registry.runs import served_spec
+
+    run_id = serving.get("run_id")
+    side = "base" if run_id is None else "finetuned" if run_id == c.run_id else "champion"
+    spec = served_spec(serving)
+    return {**(serving.get("retriever") or {**spec.to_dict(), "label": spec.label}), "description": spec.describe(),
+            "model": side, "run_id": run_id}
+
+
+def serving_line(served: dict[str, Any], promoted: bool) -> str:
+    """One sentence on what search serves after the run.
+
+    >>> serving_line({"run_id": "r1", "description": "BM25 alone (char tokens)", "model": "champion"}, False)
+    'not promoted: search keeps serving run r1: BM25 alone (char tokens)'
+    """
+    if served.get("run_id") is None:
+        return f"no run promoted yet: search serves the base model: {served['description']}"
+    if promoted:
+        return f"promoted: search now serves run {served['run_id']}: {served['description']}"
+    return f"not promoted: search keeps serving run {served['run_id']}: {served['description']}"
+
+
+def report_rows(val_grids: dict, guard_grids: dict, served: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json without the questions people wrote: the validation rows, the guard set's,
+    and the retriever search serves (:func:`shipped`)."""
+    guard = table_rows(guard_grids, served) if guard_grids else {}
+    return {**table_rows(val_grids, served), **({"guard": guard} if guard else {}), "retriever": served}
 
 
 def human_questions_file(settings: Settings) -> Path | None:

@@ -1,19 +1,22 @@
-"""Versioned runs and the champion pointer, inside a run's output folder.
+"""Versioned runs and what search serves, inside a run's output folder.
 
 Layout under ``output_dir``::
 
     runs/<run_id>/            one folder per distinct fine-tuned model, never overwritten
         model/                a copy of the model as it was evaluated
         reranker/             a copy of its reranker, when the run trained one
-        run.json              id, model fingerprint, creation time
+        run.json              id, model fingerprint, creation time, its retriever and index settings
         metrics.json, report.md, metrics.png, promotion.json, summary.json
-    current.json              the champion: {"run_id", "model_path": "runs/<id>/model", ...}
-    current -> runs/<id>/model   a relative symlink to the same, where the OS allows one
+    current.json              what search serves: the champion {"run_id", "model_path": "runs/<id>/model",
+                              "retriever", "index_settings", ...}, or, before any run was promoted,
+                              the base model ("run_id": null) with the retriever the last run chose for it
+    current -> runs/<id>/model   a relative symlink to the champion's model, where the OS allows one
 
-``current.json`` is the source of truth (symlinks need privileges on Windows);
-``current`` is a convenience for ``SentenceTransformer("outputs/finetune_bce/current")``.
-Both are replaced atomically. A run folder is assembled under a hidden name and renamed
-into place, so ``runs/`` never shows half a run.
+``current.json`` is the one record of what is served: ``flows.query`` searches with it,
+and a run's report, model card and ``summary.json`` name it (``tasks.registry.release``).
+``current`` is a convenience for ``SentenceTransformer("outputs/finetune_bce/current")``
+(symlinks need privileges on Windows). Both are replaced atomically. A run folder is
+assembled under a hidden name and renamed into place, so ``runs/`` never shows half a run.
 
 Example::
 
@@ -24,9 +27,11 @@ Example::
     >>> run_id = new_run_id(datetime(2026, 11, 27, 15, 1, 2), "ab12cd34ef")  # the flow passes now (UTC)
     >>> register_run(out, run_id, out / "model", "ab12cd34ef", {"metrics.json": "{}"}).relative_to(out).as_posix()
     'runs/20261127-150102-ab12cd34'
-    >>> set_champion(out, run_id, {"ndcg@10": 0.91})
+    >>> set_champion(out, run_id, {"retriever": {"kind": "hybrid", "w_dense": 0.5}})
     >>> read_champion(out).model_path.relative_to(out).as_posix()
     'runs/20261127-150102-ab12cd34/model'
+    >>> read_serving(out).spec.label
+    'hybrid w=0.5'
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ import logging
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.core.fileio import replace_folder, write_json_atomic
+
+if TYPE_CHECKING:
+    from tasks.retrieval.retriever import RetrieverSpec
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,7 @@ RUNS_DIR = "runs"
 POINTER = "current.json"
 LINK = "current"
 RUN_RECORD = "run.json"
+RERANKER_DIR = "reranker"  # a run folder's reranker, beside its model
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,40 @@ class Champion:
     model_path: Path
     model_fingerprint: str | None
     reranker_fingerprint: str | None = None  # None: the run has no reranker
+    serving: dict[str, Any] = field(default_factory=dict, compare=False)  # its current.json
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What search serves, as ``current.json`` records it."""
+
+    run_id: str | None  # the champion's run; None: no run promoted yet, the base model
+    model_path: Path
+    reranker_path: Path | None  # the cross-encoder the retriever reranks with, if it reranks
+    record: dict[str, Any]  # current.json as written
+
+    @property
+    def spec(self) -> "RetrieverSpec":
+        return served_spec(self.record)
+
+    @property
+    def index_settings(self) -> dict[str, Any] | None:
+        """How the PDFs were read and chunked for the served model; None: not recorded (an older run)."""
+        return self.record.get("index_settings")
+
+    @property
+    def origin(self) -> str:
+        """Whose model it is, for a person: ``run <id>`` or the base model."""
+        return f"run {self.run_id}" if self.run_id else "the base model (no run promoted yet)"
+
+
+def served_spec(record: dict[str, Any]) -> "RetrieverSpec":
+    """The retriever a ``current.json`` record serves; a record without one (a run older than
+    the retriever's choice) serves the model alone."""
+    from tasks.retrieval.retriever import RetrieverSpec
+
+    retriever = record.get("retriever")
+    return RetrieverSpec.from_dict(retriever) if retriever else RetrieverSpec("dense")
 
 
 def new_run_id(now: datetime, model_fingerprint: str) -> str:
@@ -120,26 +163,51 @@ def register_run(
     return final
 
 
-def read_champion(output_dir: Path) -> Champion | None:
-    """The promoted run, or None if none was promoted or its model folder is gone (logged)."""
+def read_serving(output_dir: Path) -> Serving | None:
+    """What ``current.json`` says search serves, or None if there is none or it is unreadable (logged)."""
     pointer = Path(output_dir) / POINTER
     if not pointer.is_file():
         return None
     try:
         data = json.loads(pointer.read_text(encoding="utf-8"))
-        model_path = Path(output_dir) / data["model_path"]
+        model_path = Path(output_dir) / data["model_path"]  # relative to output_dir, or absolute (the base model)
         run_id = data["run_id"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         logger.warning("%s is unreadable (%s): treating this run as the first", pointer, e)
         return None
-    if not (model_path / "modules.json").is_file():
+    reranker = data.get("reranker_path")
+    return Serving(run_id, model_path, Path(output_dir) / reranker if reranker else None, data)
+
+
+def read_champion(output_dir: Path) -> Champion | None:
+    """The promoted run, or None if none was promoted or its model folder is gone (logged)."""
+    serving = read_serving(output_dir)
+    if serving is None or serving.run_id is None:
+        return None
+    if not (serving.model_path / "modules.json").is_file():
         logger.warning(
             "the champion's model %s is missing: treating this run as the first (restore it or delete %s)",
-            model_path, pointer,
+            serving.model_path, Path(output_dir) / POINTER,
         )
         return None
-    return Champion(run_id=run_id, model_path=model_path, model_fingerprint=data.get("model_fingerprint"),
-                    reranker_fingerprint=data.get("reranker_fingerprint"))
+    data = serving.record
+    return Champion(run_id=serving.run_id, model_path=serving.model_path,
+                    model_fingerprint=data.get("model_fingerprint"),
+                    reranker_fingerprint=data.get("reranker_fingerprint"), serving=data)
+
+
+def champion_record(run_id: str, run_record: dict[str, Any], info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``current.json`` for the registered run ``run_id`` whose ``run.json`` is ``run_record``:
+    its model, its fingerprints, the reranker folder when the retriever in ``info`` reranks,
+    and ``info`` (retriever, index settings, scores)."""
+    info = dict(info or {})
+    reranks = bool((info.get("retriever") or {}).get("rerank_k"))
+    return {"run_id": run_id, "model_path": f"{RUNS_DIR}/{run_id}/model",
+            "model_fingerprint": run_record.get("model_fingerprint"),
+            **({"reranker_fingerprint": run_record["reranker_fingerprint"]}
+               if run_record.get("reranker_fingerprint") else {}),
+            **({"reranker_path": f"{RUNS_DIR}/{run_id}/{RERANKER_DIR}"} if reranks else {}),
+            **info}
 
 
 def set_champion(output_dir: Path, run_id: str, info: dict[str, Any] | None = None) -> None:
@@ -149,13 +217,16 @@ def set_champion(output_dir: Path, run_id: str, info: dict[str, Any] | None = No
     if not (output_dir / model_rel / "modules.json").is_file():
         raise FileNotFoundError(f"{output_dir / model_rel} is not a registered model; register the run first")
     record = json.loads((run_dir(output_dir, run_id) / RUN_RECORD).read_text(encoding="utf-8"))
-    write_json_atomic(
-        output_dir / POINTER,
-        {"run_id": run_id, "model_path": model_rel, "model_fingerprint": record.get("model_fingerprint"),
-         **({"reranker_fingerprint": record["reranker_fingerprint"]} if record.get("reranker_fingerprint") else {}),
-         **(info or {})},
-    )
+    write_json_atomic(output_dir / POINTER, champion_record(run_id, record, info))
     _point_link(output_dir / LINK, Path(model_rel))
+
+
+def serve_base_model(output_dir: Path, record: dict[str, Any]) -> None:
+    """Before any run is promoted: point ``current.json`` at the base model (``record``, with
+    ``"run_id": None`` and the base model's absolute ``model_path``)."""
+    if record.get("run_id") is not None or not (Path(record["model_path"]) / "modules.json").is_file():
+        raise ValueError(f"not a base model record: {record}")
+    write_json_atomic(Path(output_dir) / POINTER, record)
 
 
 def _point_link(link: Path, target: Path) -> None:

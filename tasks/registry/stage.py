@@ -15,21 +15,23 @@ from tasks.core.stage import default_summary, stage_logger
 @task(name="promotion", cache_policy=NO_CACHE)
 def register_and_promote(
     output_dir: Path, run_id: str, model_dir: Path, fingerprint: str, promote: bool, record: dict[str, Any],
-    reranker_dir: Path | None = None,
+    reranker_dir: Path | None = None, serving: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Keep the run's model (and its reranker) under ``runs/<run_id>/`` (unless that run is
-    registered already) and, if ``promote``, point ``current.json``/``current`` at it."""
-    from tasks.registry.release import RERANKER_DIR
-    from tasks.registry.runs import find_run, register_run, run_dir, set_champion
+    registered already) and write ``serving`` (what search serves after the run) to
+    ``current.json``: the run's own record if ``promote`` (and point ``current`` at it), the
+    base model's before any promotion; a champion that stays is left as it is."""
+    from tasks.registry.runs import RERANKER_DIR, find_run, register_run, run_dir, serve_base_model, set_champion
 
     created = find_run(Path(output_dir), fingerprint, record.get("reranker_fingerprint")) is None
     if created:
         register_run(Path(output_dir), run_id, Path(model_dir), fingerprint, files={}, record=record,
                      folders={RERANKER_DIR: Path(reranker_dir)} if reranker_dir is not None else None)
     if promote:
-        set_champion(Path(output_dir), run_id, {"promoted_at": record.get("created_at"), **record.get("scores", {}),
-                                                **({"retriever": record["retriever"]} if "retriever" in record else {})})
+        set_champion(Path(output_dir), run_id, serving)
         stage_logger().info("promoted run %s: %s", run_id, run_dir(Path(output_dir), run_id) / "model")
+    elif serving is not None and serving.get("run_id") is None:
+        serve_base_model(Path(output_dir), serving)
     return {"run_id": run_id, "created": created, "promoted": promote}
 
 

@@ -101,6 +101,8 @@ def write_outputs(out: Path, metrics: dict, summary: dict, settings: Settings) -
     if promotion:
         verdict = "promoted" if promotion["promote"] else "not promoted"
         markdown += f"\n**Run `{promotion['run_id']}`: {verdict}** — {promotion['reason']}\n"
+        if promotion.get("serving"):
+            markdown += f"\n{promotion['serving']}\n"
     markdown += f"\nChart: `{(out / 'metrics.png').resolve()}`\n\nOutput: `{out.resolve()}`"
     create_markdown_artifact(
         key="finetune-metrics", markdown=markdown,
@@ -134,10 +136,12 @@ def print_results(result: dict) -> None:
     if metrics.get("retriever"):
         r = metrics["retriever"]
         print(f"\nshipped retriever: {r['description']}" + (f" + the {r['model']} model" if r["kind"] != "bm25" else "")
-              + " (chosen on the validation questions; `python -m flows.query` searches with it)")
+              + " (`python -m flows.query` searches with it)")
     if promotion:
         verdict = "promoted" if promotion["promote"] else "not promoted"
         print(f"\nrun {promotion['run_id']}: {verdict} — {promotion['reason']}")
+        if promotion.get("serving"):
+            print(promotion["serving"])
         if promotion.get("champion"):
             print(f"champion: {Path(summary['output_dir']) / 'runs' / promotion['champion'] / 'model'}")
     print(f"\nOutput folder: {summary['output_dir']}")

@@ -167,7 +167,7 @@ def render_report(
         chart: Path of the metrics chart, relative to the report, to show under the tables.
         human: ``{model label: metrics}`` on the questions people wrote about these PDFs
             (``tasks.evaluation.human_questions``); its counts come from ``stages["human-questions"]``.
-        retriever: The shipped retriever's record (``flows.finetune_bce.ship_retriever``).
+        retriever: What search serves (``tasks.registry.release.shipped``).
     """
     stages: Mapping[str, Mapping[str, Any]] = summary.get("stages") or {}
     parts = ["# Embedding fine-tuning report", ""]
@@ -274,8 +274,10 @@ def human_lines(info: Mapping[str, Any], limit: int = 20) -> list[str]:
     return lines
 
 
-def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None) -> list[str]:
-    """What the run ships and why: the spec, its model, and every candidate on validation.
+def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None,
+                    served: str = "`python -m flows.query` searches with exactly this retriever") -> list[str]:
+    """What the run ships and why: the spec, its model, and every candidate on validation;
+    ``served`` says when search uses it.
 
     >>> r = {"label": "hybrid w=0.4", "description": "BM25 + dense, z-score fusion with dense weight 0.4",
     ...      "model": "finetuned", "validation_ndcg@10": {"bm25": 0.9, "hybrid w=0.4": 0.95, "dense": 0.93}}
@@ -288,7 +290,9 @@ def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None
     if scores:
         best = retriever.get("label")
         cells = ", ".join(f"{'**' if k == best else ''}{k} {v:.4f}{'**' if k == best else ''}" for k, v in scores.items())
-        lines.append(f"- chosen on the validation questions (NDCG@10): {cells}")
+        # The champion's retriever was chosen by its own run, on that run's questions.
+        whose = f" of run `{retriever['run_id']}`" if retriever.get("model") == "champion" else ""
+        lines.append(f"- chosen on the validation questions{whose} (NDCG@10): {cells}")
     if retriever.get("default") and retriever.get("margin_se"):
         gains = retriever.get("gain_over_default_se") or {}
         ahead = {k: v for k, v in gains.items() if v > retriever["margin_se"]}
@@ -304,13 +308,15 @@ def retriever_lines(retriever: Mapping[str, Any], validation: Rows | None = None
     if retriever.get("rerank_k"):
         lines.append(f"- the reranker re-scores the first stage's top {retriever['rerank_k']}: the run's cross-encoder, "
                      "kept in its run folder (`runs/<run_id>/reranker`, a sentence-transformers `CrossEncoder`)")
-    lines.append("- `python -m flows.query` searches with exactly this retriever")
+    lines.append(f"- {served}")
     return lines
 
 
 def _promotion_lines(p: Mapping[str, Any]) -> list[str]:
     verdict = "**promoted**" if p.get("promote") else "**not promoted**"
     lines = [f"- run `{p.get('run_id', '?')}`: {verdict} — {p.get('reason', '')}"]
+    if p.get("serving"):
+        lines.append(f"- {p['serving']} (`current.json`; `python -m flows.query` searches with it)")
     if p.get("champion"):
         lines.append(f"- champion now: run `{p['champion']}` (`current.json`, `current/`)")
     else:

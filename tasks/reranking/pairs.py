@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tasks.core.qa_dataset import QADataset
-from tasks.retrieval.rerank import top_k
+from tasks.retrieval.metrics import top_k
 
 
 def first_stage_rows(

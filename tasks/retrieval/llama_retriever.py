@@ -31,6 +31,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from tasks.retrieval.index import Searcher
+from tasks.retrieval.metrics import top_k
 from tasks.retrieval.rerank import CrossEncoderReranker
 
 
@@ -67,8 +68,8 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         if query_bundle is None:
             raise ValueError("CrossEncoderRerank needs the query (a QueryBundle)")
         scores = self._reranker.predict([(query_bundle.query_str, n.node.get_content()) for n in nodes])
-        ranked = sorted(zip(nodes, scores.tolist()), key=lambda pair: (-pair[1], pair[0].node.node_id))
-        return [NodeWithScore(node=n.node, score=s) for n, s in ranked[:self.top_n]]
+        order = top_k(scores, self.top_n, [n.node.node_id for n in nodes])
+        return [NodeWithScore(node=nodes[i].node, score=float(scores[i])) for i in order]
 
 
 class ShippedRetriever(BaseRetriever):

@@ -36,17 +36,6 @@ if TYPE_CHECKING:
 PairScorer = Callable[[list[tuple[int, int]]], np.ndarray]
 
 
-def top_k(row: np.ndarray, k: int, chunk_ids: Sequence[str]) -> list[int]:
-    """The ``k`` best columns of ``row``, best first; ties go to the lower chunk id (the
-    evaluation's rule, :func:`tasks.retrieval.metrics.metrics_from_scores`)."""
-    if k >= len(row):
-        return sorted(range(len(row)), key=lambda i: (-float(row[i]), chunk_ids[i]))
-    # argpartition first: a corpus of thousands of chunks needs only its top k sorted.
-    cut = float(np.partition(row, len(row) - k)[len(row) - k])
-    near = np.flatnonzero(row >= cut)
-    return sorted(near.tolist(), key=lambda i: (-float(row[i]), chunk_ids[i]))[:k]
-
-
 def rerank(first: np.ndarray, k: int, score_pairs: PairScorer, chunk_ids: Sequence[str],
            weight: float = 1.0) -> np.ndarray:
     """Scores of the reranked retriever: each row's top ``k`` by ``first`` get the
@@ -54,6 +43,7 @@ def rerank(first: np.ndarray, k: int, score_pairs: PairScorer, chunk_ids: Sequen
     see the module docstring); the other chunks follow below them in the first stage's order.
     Rows are questions, columns chunks (``chunk_ids`` order)."""
     from tasks.retrieval.fusion import standardize
+    from tasks.retrieval.metrics import top_k
 
     first = np.asarray(first, dtype=np.float64)
     tops = [top_k(row, k, chunk_ids) for row in first]

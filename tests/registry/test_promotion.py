@@ -175,3 +175,111 @@ def test_report_has_both_tables_deltas_champion_column_and_decision():
     assert "![main metrics: base, fine-tuned, champion](metrics.png)" in lines
     assert any("**not promoted**" in line and "r2" in line for line in lines)
     assert any("champion now: run `r1`" in line for line in lines)
+
+
+# --- what search serves after a run: one record (current.json) ------------------------------------
+
+
+def _grid(best: str, dense: float, n: int = 12) -> dict[str, dict]:
+    """Validation metrics of every candidate retriever: ``best`` clearly ahead, ``dense`` for the model alone."""
+    from tasks.core.settings import Settings
+    from tasks.retrieval.metrics import PER_QUESTION
+    from tasks.retrieval.retriever import candidates
+
+    grid = {}
+    for spec in candidates(Settings().fusion_weights):
+        v = 0.9 if spec.label == best else dense if spec.label == "dense" else 0.5
+        grid[spec.label] = {"ndcg@10": v, "mrr@10": v, PER_QUESTION: [v] * n}
+    return grid
+
+
+@pytest.fixture
+def served_case(tmp_path, tiny):
+    """A champion (run r1) that search serves with BM25 alone, as its own run chose; on this
+    run's questions a fusion would now win for it."""
+    from tasks.registry.release import contenders
+    from tasks.core.qa_dataset import QADataset
+
+    out = tmp_path / "out"
+    register_run(out, "r1", tiny, "fp-r1", files={}, record={"created_at": "t"})
+    set_champion(out, "r1", {"retriever": {"kind": "bm25", "tokenizer": "char", "label": "bm25"},
+                             "index_settings": {"chunk_size": 120}})
+    val = tmp_path / "val_dataset.json"
+    QADataset(queries={"q": "?"}, corpus={"c": "x"}, relevant_docs={"q": ["c"]}).save(val)
+    c = contenders(out, tiny, tiny, read_champion(out))
+    return out, c, val
+
+
+def _decide(c, val, grids):
+    from tasks.core.settings import Settings
+    from tasks.registry.release import decide
+
+    return decide(c, grids, {}, {"n_pairs": 1, "epochs": 1}, val, Settings(chunk_size=200, chunk_overlap=20))
+
+
+def test_not_promoted_the_report_ships_what_search_keeps_serving(served_case):
+    """The report's shipped row is the champion's served retriever (BM25), not one chosen again
+    for it on this run's questions (the fusion w=0.7 that now wins)."""
+    from tasks.registry.release import report_rows, serving_line, shipped
+
+    out, c, val = served_case
+    grids = {"base": _grid("dense", 0.6), "champion": _grid("hybrid w=0.7", 0.5), "finetuned": _grid("rrf", 0.5)}
+    release = _decide(c, val, grids)
+    assert release.promotion["promote"] is False
+    assert release.serving == json.loads((out / POINTER).read_text())  # left as it is
+    served = shipped(release.serving, c)
+    assert (served["label"], served["model"], served["run_id"]) == ("bm25", "champion", "r1")
+    metrics = report_rows(grids, {}, served)
+    assert metrics["shipped"] == {"ndcg@10": 0.5, "mrr@10": 0.5}  # the champion's BM25 row
+    assert serving_line(served, False) == "not promoted: search keeps serving run r1: BM25 alone (char tokens)"
+    assert "not promoted: search keeps serving run r1" in release.card
+    assert release.record["retriever"]["label"] == "rrf"  # this run's own choice, for run.json and its card
+    assert release.record["index_settings"]["chunk_size"] == 200
+
+
+def test_promoted_the_run_writes_what_search_serves_and_reads_it_back(served_case, tiny):
+    from tasks.registry.release import shipped
+    from tasks.registry.runs import read_serving
+
+    out, c, val = served_case
+    grids = {"base": _grid("dense", 0.6), "champion": _grid("hybrid w=0.7", 0.5), "finetuned": _grid("rrf", 0.8)}
+    release = _decide(c, val, grids)
+    assert release.promotion["promote"] is True
+    register_run(out, c.run_id, tiny, c.fingerprint, files={}, record=release.record)
+    set_champion(out, c.run_id, release.serving)  # what the promotion stage does
+    assert read_serving(out).record == release.serving
+    served = shipped(read_serving(out).record, c)
+    assert (served["label"], served["model"], served["run_id"]) == ("rrf", "finetuned", c.run_id)
+    assert read_serving(out).index_settings["chunk_size"] == 200
+
+
+def test_before_any_promotion_search_serves_the_base_model_from_current_json(served_case, tiny, tmp_path):
+    from tasks.registry.release import contenders, shipped
+    from tasks.registry.runs import read_serving, serve_base_model
+
+    _, _, val = served_case
+    out = tmp_path / "fresh"
+    c = contenders(out, tiny, tiny, None)
+    grids = {"base": _grid("hybrid w=0.3", 0.6), "finetuned": _grid("rrf", 0.5)}
+    release = _decide(c, val, grids)
+    assert release.promotion["promote"] is False and release.serving["run_id"] is None
+    serve_base_model(out, release.serving)
+    assert read_champion(out) is None  # no champion: the base model is served, not promoted
+    serving = read_serving(out)
+    assert serving.model_path == Path(tiny).resolve() and serving.spec.label == "hybrid w=0.3"
+    assert shipped(serving.record, c)["model"] == "base"
+
+
+def test_the_served_retriever_is_evaluated_even_when_no_candidate_is_it(tmp_path, tiny):
+    """A champion served with a fusion weight this run's grid lacks still gets its row, with its tokenizer."""
+    from tasks.core.settings import Settings
+    from tasks.registry.release import contenders
+
+    out = tmp_path / "out"
+    register_run(out, "r1", tiny, "fp-r1", files={})
+    set_champion(out, "r1", {"retriever": {"kind": "hybrid", "w_dense": 0.35, "tokenizer": "jieba"}})
+    c = contenders(out, tiny, tiny, read_champion(out))
+    specs = c.retrievers("champion", Settings(fusion_weights=[0.5]))
+    assert [s.label for s in specs] == ["bm25", "hybrid w=0.5", "dense", "rrf", "hybrid w=0.35"]
+    assert {s.tokenizer for s in specs} == {"jieba"}  # one BM25 tokenizer per evaluation
+    assert "hybrid w=0.35" not in [s.label for s in c.retrievers("base", Settings(fusion_weights=[0.5]))]

@@ -4,7 +4,9 @@ Run A (a real fine-tune of the tiny model) beats the base model and is promoted;
 trained with a learning rate that wrecks the model, is worse than A on the validation
 set: it is kept under runs/ and reported, and not promoted; A stays the champion and
 its registered model is untouched. Real PDFs, real tokenizer, real training and
-evaluation, the shipped guard set, Prefect for real.
+evaluation, the shipped guard set, Prefect for real. After each run, what the report ships
+is what ``flows.query`` searches with: the same retriever, and on the run's validation
+questions the same NDCG@10 (so the same ranking of the same chunks).
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return proc
 
 
+def _served(out: Path, pdfs: Path) -> dict:
+    """What flows.query searches with now, and its NDCG@10 on the run's validation questions
+    (whose corpus is every chunk: the index flows.query builds, when it chunks as the run did)."""
+    from flows.query import open_searcher
+    from tasks.core.qa_dataset import QADataset
+    from tasks.core.settings import Settings
+    from tasks.retrieval.metrics import ir_evaluator, metric_value, metrics_from_scores
+
+    opened = open_searcher(pdfs, out, Settings(pdf_dir=pdfs, output_dir=out))
+    searcher = opened.searcher
+    dataset = QADataset.load(out / "val_dataset.json")
+    evaluator = ir_evaluator(dataset, show_progress_bar=False)
+    assert sorted(searcher.chunk_ids) == sorted(evaluator.corpus_ids)  # the run's chunks, not the defaults'
+    columns = [searcher.chunk_ids.index(c) for c in evaluator.corpus_ids]
+    scores = searcher.scores(evaluator.queries)[:, columns]
+    return {"spec": searcher.retriever, "lines": opened.lines,
+            "ndcg@10": metric_value(metrics_from_scores(dataset, scores, "served", evaluator), "ndcg@10")}
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, prefect_home):
     tmp = tmp_path_factory.mktemp("promotion")
@@ -61,13 +82,15 @@ def two_runs(tmp_path_factory, prefect_home):
         "metrics": json.loads((out / "metrics.json").read_text()),
         "summary": json.loads((out / "summary.json").read_text()),
         "current": json.loads((out / "current.json").read_text()) if (out / "current.json").is_file() else None,
+        "served": _served(out, tmp / "pdfs"),
     }
     b = _run([*common, "--epochs", "2", "--learning-rate", "0.5"], env)
-    return out, a, a_state, b
+    b_served = _served(out, tmp / "pdfs")
+    return out, a, a_state, b, b_served
 
 
 def test_first_run_beats_the_base_model_and_is_promoted(two_runs):
-    out, a, state, _ = two_runs
+    out, a, state, _, _ = two_runs
     promotion = state["summary"]["promotion"]
     assert promotion["incumbent"] == "base model"
     assert promotion["promote"] is True, promotion
@@ -85,7 +108,7 @@ def test_first_run_beats_the_base_model_and_is_promoted(two_runs):
 
 
 def test_worse_second_run_is_kept_reported_and_not_promoted(two_runs):
-    out, _, state, b = two_runs
+    out, _, state, b, _ = two_runs
     a_id = state["summary"]["promotion"]["run_id"]
     summary = json.loads((out / "summary.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
@@ -98,9 +121,10 @@ def test_worse_second_run_is_kept_reported_and_not_promoted(two_runs):
     # The champion was evaluated on this run's validation and guard sets, next to base and tuned.
     assert list(metrics)[:4] == ["bm25", "base", "champion", "finetuned"]
     assert set(metrics["guard"]) == {"bm25", "base", "champion", "finetuned", "reranked@20", "shipped"}
-    # Not promoted: what is shipped is still the champion, with a retriever chosen for it,
-    # among candidates that include the champion's own reranker (kept in its run folder).
-    assert metrics["retriever"]["model"] == "champion"
+    # Not promoted: what is shipped is still the champion, with the retriever its own run chose
+    # for it (among candidates that included its reranker), measured on this run's questions.
+    assert metrics["retriever"]["model"] == "champion" and metrics["retriever"]["run_id"] == a_id
+    assert metrics["retriever"]["label"] == state["metrics"]["retriever"]["label"]
     assert "hybrid w=0.5 + rerank@20" in metrics["retriever"]["validation_ndcg@10"]
     assert metrics["champion"] == state["metrics"]["finetuned"]  # same model, same questions
     # Nothing was overwritten: both runs are kept, the pointer still names A.
@@ -116,7 +140,7 @@ def test_worse_second_run_is_kept_reported_and_not_promoted(two_runs):
 
 
 def test_report_chart_and_model_card(two_runs):
-    out, _, _, _ = two_runs
+    out, _, _, _, _ = two_runs
     report = (out / "report.md").read_text()
     assert "## Retrieval on the guard set" in report
     assert ("| metric | bm25 | base | champion | finetuned | reranked@20 | shipped | finetuned vs base (pts) | "
@@ -133,3 +157,33 @@ def test_report_chart_and_model_card(two_runs):
     assert "<!-- bce-finetune:begin -->" in card and "Retrieval on the guard set" in card
     assert f"Run `{run_id}`" in card and "learning_rate | 0.5" in card
     assert card == (run_dir / "model" / "README.md").read_text()
+
+
+def test_what_the_report_ships_is_what_flows_query_serves(two_runs):
+    """Promoted (run A) and not promoted (run B): the report's shipped row, metrics.json's
+    retriever, summary.json, current.json, the console, report.md and the model card name
+    one retriever, and flows.query ranks with it as the evaluation did."""
+    from tasks.retrieval.metrics import metric_value
+    from tasks.retrieval.retriever import RetrieverSpec
+
+    out, a, state, b, b_served = two_runs
+    a_id = state["summary"]["promotion"]["run_id"]
+    after_b = {"metrics": json.loads((out / "metrics.json").read_text()),
+               "summary": json.loads((out / "summary.json").read_text()),
+               "current": json.loads((out / "current.json").read_text()), "served": b_served}
+    for run, proc, verdict in ((state, a, "promoted: search now serves"), (after_b, b, "not promoted: search keeps serving")):
+        metrics, served = run["metrics"], run["served"]
+        spec = RetrieverSpec.from_dict(metrics["retriever"])
+        assert served["spec"] == spec == RetrieverSpec.from_dict(run["current"]["retriever"])
+        assert run["summary"]["promotion"]["retriever"] == metrics["retriever"]
+        assert metric_value(metrics["shipped"], "ndcg@10") == pytest.approx(served["ndcg@10"], abs=1e-9)
+        line = f"{verdict} run {a_id}: {spec.describe()}"
+        assert run["summary"]["promotion"]["serving"] == line and line in proc.stdout
+        # flows.query chunked as the run did (--chunk-size 120), not with its own defaults.
+        assert any(entry.startswith("chunks: ") and "chunk_size 120" in entry and f"run {a_id}" in entry
+                   for entry in served["lines"])
+    assert after_b["current"] == state["current"]  # not promoted: current.json untouched
+    b_id = after_b["summary"]["promotion"]["run_id"]
+    assert f"not promoted: search keeps serving run {a_id}" in (out / "report.md").read_text()
+    assert f"not promoted: search keeps serving run {a_id}" in (out / "runs" / b_id / "model" / "README.md").read_text()
+    assert json.loads((out / "runs" / a_id / "run.json").read_text())["index_settings"]["chunk_size"] == 120

@@ -62,18 +62,19 @@ def test_builds_persists_then_loads_and_prints_file_and_page(setup, capsys):
 
 
 def test_a_chunks_own_text_finds_that_chunk_first(setup):
-    from tasks.retrieval.index import open_index, search
+    from tasks.retrieval.index import Searcher, open_index
 
     tmp, pdfs, tiny = setup
     settings = Settings(chunk_size=120, chunk_overlap=10)
     index, _, _ = open_index(pdfs, str(tiny), tmp / "out-b" / "query_index", settings)
-    nodes = list(index.docstore.docs.values())
+    nodes = list(index.nodes.values())
     assert len(nodes) >= 4
     target = nodes[len(nodes) // 2]
-    top = search(index, target.get_content(), top_k=2)
+    searcher = Searcher(index)
+    top = searcher.search(target.get_content(), top_k=2)
     assert top[0].chunk_id == target.node_id
     assert top[0].score >= top[1].score
-    assert {h.file for h in search(index, "袋鼠", top_k=len(nodes))} == {"a.pdf", "sub/b.pdf"}
+    assert {h.file for h in searcher.search("袋鼠", top_k=len(nodes))} == {"a.pdf", "sub/b.pdf"}
 
 
 def test_adapter_uses_the_models_query_and_document_prompts(setup):
@@ -94,17 +95,21 @@ def test_adapter_uses_the_models_query_and_document_prompts(setup):
 
 
 def test_default_model_is_the_champion_then_the_base_model(setup, tmp_path):
+    from tasks.registry.runs import serve_base_model
+
     _, _, tiny = setup
     out = tmp_path / "out"
-    with pytest.raises(Exception, match="no promoted run"):
+    with pytest.raises(Exception, match="no current.json"):
         resolve_model(None, out)
     out.mkdir()
-    (out / "summary.json").write_text(json.dumps({"base_model": {"path": str(tiny)}}))
-    assert resolve_model(None, out) == (str(tiny), "no run promoted yet: the base model")
+    serve_base_model(out, {"run_id": None, "model_path": str(tiny), "retriever": {"kind": "bm25"}})
+    path, origin, serving = resolve_model(None, out)
+    assert (path, origin) == (str(tiny), "no run promoted yet: the base model") and serving.spec.kind == "bm25"
     register_run(out, "r1", tiny, model_fingerprint(tiny), files={})
     set_champion(out, "r1")
-    path, origin = resolve_model(None, out)
+    path, origin, serving = resolve_model(None, out)
     assert Path(path) == out / "runs" / "r1" / "model" and origin == "champion, run r1"
+    assert serving.spec.kind == "dense"  # no retriever recorded: the model alone
 
 
 @pytest.mark.slow
@@ -131,7 +136,7 @@ def test_section_chunking_builds_its_own_index_of_headed_chunks(setup):
     assert index_key("m", [("a.pdf", "x")], plain) != index_key("m", [("a.pdf", "x")], by_section)
     index, built, _ = open_index(pdfs, str(tiny), tmp / "out-sections" / "query_index", by_section)
     assert built
-    texts = [n.get_content() for n in index.docstore.docs.values()]
+    texts = [n.get_content() for n in index.nodes.values()]
     # The sample PDFs put each CMRC article under its title: section chunks start with one.
     assert sum(t.split("\n", 1)[0] in ("泡泡战士", "尤金袋鼠", "松平康忠") for t in texts) >= len(texts) // 2
 
@@ -163,7 +168,7 @@ def test_query_ranks_exactly_as_the_evaluation(sample_index, spec):
     """What is measured is what is searched: the top 10 of every question, and so every metric."""
     from tasks.evaluation.evaluate import evaluate_retrievers
     from tasks.retrieval.first_stage import first_stage_scores
-    from tasks.retrieval.index import Searcher, load_bm25
+    from tasks.retrieval.index import Searcher
     from tasks.retrieval.retriever import RetrieverSpec, combine
 
     index, _, dataset, tiny = sample_index
@@ -173,7 +178,7 @@ def test_query_ranks_exactly_as_the_evaluation(sample_index, spec):
     expected = [[evaluator.corpus_ids[i] for i in sorted(range(len(row)), key=lambda i: (-row[i], evaluator.corpus_ids[i]))[:10]]
                 for row in evaluated]
 
-    searcher = Searcher(index, retriever, load_bm25(index, retriever))
+    searcher = Searcher(index, retriever)
     assert searcher.bm25 is not None or spec == "dense"
     found = [[h.chunk_id for h in hits] for hits in searcher.search_many(evaluator.queries, top_k=10)]
     assert found == expected
@@ -209,7 +214,7 @@ def test_query_with_the_reranker_ranks_exactly_as_the_evaluation(sample_index, t
     of every question, so the same NDCG@10."""
     from tasks.evaluation.evaluate import evaluate_retrievers
     from tasks.retrieval.first_stage import first_stage_scores
-    from tasks.retrieval.index import Searcher, load_bm25
+    from tasks.retrieval.index import Searcher
     from tasks.retrieval.metrics import metrics_from_scores
     from tasks.retrieval.rerank import CrossEncoderReranker
     from tasks.retrieval.retriever import RetrieverSpec, combine
@@ -217,7 +222,7 @@ def test_query_with_the_reranker_ranks_exactly_as_the_evaluation(sample_index, t
     index, _, dataset, tiny = sample_index
     retriever = RetrieverSpec.hybrid(0.5).reranked(k)
     reranker = CrossEncoderReranker(tiny_reranker)
-    searcher = Searcher(index, retriever, load_bm25(index, retriever), reranker)
+    searcher = Searcher(index, retriever, reranker=reranker)
     evaluator, dense, lexical = first_stage_scores(str(tiny), dataset)
     found = [[h.chunk_id for h in hits] for hits in searcher.search_many(evaluator.queries, top_k=10)]
     first = [[h.chunk_id for h in hits]
@@ -240,7 +245,7 @@ def test_query_with_the_reranker_ranks_exactly_as_the_evaluation(sample_index, t
 def test_the_llama_index_retriever_ranks_as_the_query_command(sample_index, tiny_reranker):
     from llama_index.core.schema import QueryBundle
 
-    from tasks.retrieval.index import Searcher, load_bm25
+    from tasks.retrieval.index import Searcher
     from tasks.retrieval.llama_retriever import ShippedRetriever
     from tasks.retrieval.rerank import CrossEncoderReranker
     from tasks.retrieval.retriever import RetrieverSpec
@@ -249,7 +254,7 @@ def test_the_llama_index_retriever_ranks_as_the_query_command(sample_index, tiny
     questions = list(dataset.queries.values())[:8]
     for retriever, top_k in ((RetrieverSpec.hybrid(0.5).reranked(5), 8), (RetrieverSpec.hybrid(0.5).reranked(20), 5),
                              (RetrieverSpec.hybrid(0.5), 5)):
-        searcher = Searcher(index, retriever, load_bm25(index, retriever), CrossEncoderReranker(tiny_reranker))
+        searcher = Searcher(index, retriever, reranker=CrossEncoderReranker(tiny_reranker))
         llama = ShippedRetriever(searcher, top_k=top_k)
         for question, hits in zip(questions, searcher.search_many(questions, top_k)):
             nodes = llama.retrieve(QueryBundle(question))
@@ -302,13 +307,13 @@ def test_questions_file_prints_one_json_line_per_question_after_one_load(setup, 
 
 
 def test_auto_retriever_is_the_one_the_champion_was_shipped_with(setup, tmp_path, capsys):
-    from flows.query import recorded_retriever, resolve_retriever
+    from flows.query import resolve_retriever
 
     tmp, pdfs, tiny = setup
     out = tmp_path / "out"
     register_run(out, "r1", tiny, model_fingerprint(tiny), files={})
     set_champion(out, "r1", {"retriever": {"kind": "hybrid", "w_dense": 0.6, "tokenizer": "char"}})
-    spec, origin = resolve_retriever("auto", None, recorded_retriever(out, "champion, run r1"))
+    spec, origin = resolve_retriever("auto", None, resolve_model(None, out)[2].record["retriever"])
     assert (spec.kind, spec.w_dense) == ("hybrid", 0.6) and "validation" in origin
     code, printed = _query(capsys, "袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "120",
                            "--chunk-overlap", "10")
@@ -331,3 +336,72 @@ def test_bad_batch_arguments_are_one_line_errors(setup, tmp_path, capsys):
     ):
         assert main([*args, "--pdf-dir", str(pdfs), "--output-dir", str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err
+
+
+# --- reading and chunking: the served run's ------------------------------------------------------
+
+
+RUN_CHUNKING = {"garbage_pdfs": "skip", "garbage_threshold": 0.3, "chunk_size": 120, "chunk_overlap": 10,
+                "chunk_by_section": False}
+
+
+def _served_run(out: Path, tiny: Path, index_settings: dict | None) -> None:
+    register_run(out, "r1", tiny, model_fingerprint(tiny), files={})
+    set_champion(out, "r1", {"retriever": {"kind": "dense"},
+                             **({"index_settings": index_settings} if index_settings else {})})
+
+
+def test_query_reads_and_chunks_as_the_served_run_did(setup, tmp_path, capsys):
+    """No chunking flag: the run's 120-token chunks, the index a 120-token build gives, not the defaults'."""
+    from tasks.retrieval.index import open_index
+
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    _served_run(out, tiny, RUN_CHUNKING)
+    code, printed = _query(capsys, "袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out))
+    assert code == 0 and "chunks: garbage_pdfs skip, garbage_threshold 0.3, chunk_size 120" in printed
+    assert "as run r1 chunked" in printed
+    _, built, where = open_index(pdfs, str(out / "runs" / "r1" / "model"), out / "query_index",
+                                 Settings(chunk_size=120, chunk_overlap=10))
+    assert not built and f"index: {where} " in printed
+    # A flag that repeats the run's value is accepted.
+    assert main(["袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "120"]) == 0
+
+
+@pytest.mark.parametrize("flag, value, recorded", [("--chunk-size", "300", "chunk_size = 120"),
+                                                   ("--no-chunk-by-section", None, None),
+                                                   ("--chunk-by-section", None, "chunk_by_section = False"),
+                                                   ("--garbage-pdfs", "keep", "garbage_pdfs = skip")])
+def test_a_flag_that_contradicts_the_served_run_is_refused_in_one_line(setup, tmp_path, capsys, flag, value,
+                                                                       recorded):
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    _served_run(out, tiny, RUN_CHUNKING)
+    args = ["袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), flag, *([value] if value else [])]
+    code = main(args)
+    err = capsys.readouterr().err
+    if recorded is None:  # --no-chunk-by-section agrees with the run
+        assert code == 0
+        return
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert recorded in err and "run r1" in err and "--model FOLDER" in err and "Traceback" not in err
+    assert not (out / "query_index").exists()  # refused before anything was built
+
+
+def test_a_run_that_recorded_no_chunking_falls_back_to_the_defaults_with_a_note(setup, tmp_path, capsys, caplog):
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    _served_run(out, tiny, None)
+    code, printed = _query(capsys, "袋鼠", "--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "150",
+                           "--chunk-overlap", "10")
+    assert code == 0 and "chunk_size 150" in printed and "the run recorded none" in printed
+    assert "recorded no reading and chunking settings" in caplog.text
+
+
+def test_the_index_depends_on_every_reading_setting_and_the_chunk_shape():
+    """A reading setting added to the documents stage's group must reach the query index too."""
+    from tasks.core.settings import group_fields
+    from tasks.retrieval.index import INDEX_SETTINGS
+
+    assert group_fields(("documents",)) <= set(INDEX_SETTINGS) <= group_fields(("documents", "chunking"))
+    assert {"chunk_size", "chunk_overlap", "chunk_by_section"} <= set(INDEX_SETTINGS)
