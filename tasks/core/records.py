@@ -13,7 +13,9 @@ class Page:
     doc_id: str  # sha256 of the file's bytes: the same file under two names is one document
     source: str  # path of the PDF, relative to the PDF folder
     page: int  # 1-based page number
-    text: str
+    text: str  # the running text, without page furniture
+    # Tables (markdown) and footnotes, kept apart from the running text they would interrupt.
+    asides: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
