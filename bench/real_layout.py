@@ -59,7 +59,7 @@ def _sources(folder: Path) -> dict[str, Any]:
 
 def furniture_counts(chunks, furniture: dict[str, dict[str, Any]]) -> dict[str, int]:
     """Chunks holding each kind of furniture of their own file."""
-    counts = {"case number": 0, "watermark": 0, "table cells as text": 0, "footnote": 0}
+    counts = {"case number": 0, "watermark": 0, "table cells as text": 0, "footnote in running text": 0}
     for c in chunks:
         f = furniture.get(c.source)
         if not f:
@@ -67,7 +67,8 @@ def furniture_counts(chunks, furniture: dict[str, dict[str, Any]]) -> dict[str, 
         text = squash(c.text)
         counts["case number"] += squash(f["header"][1]) in text
         counts["watermark"] += squash(f["watermark"]) in text
-        counts["footnote"] += squash(f["footnote"]) in text
+        # The footnote's own chunk is where it belongs; inside running text it is not.
+        counts["footnote in running text"] += squash(f["footnote"]) in text and len(text) > len(squash(f["footnote"])) + 20
         running = "\n".join(line for line in c.text.split("\n") if not line.lstrip().startswith("|"))
         # Two of the table's row labels: one alone also occurs in judgments' own text.
         counts["table cells as text"] += sum(cell in running for cell in f["table_cells"]) >= 2

@@ -115,7 +115,7 @@ def _multiply(m: Sequence[float], n: Sequence[float]) -> tuple[float, ...]:
 def lay_out_pages(pages: Sequence[Sequence[Fragment]], width: float, height: float) -> list[PageLayout]:
     """Every page's running text without furniture, in reading order, with tables and
     footnotes apart. ``width`` and ``height``: the page size in points (the first page's)."""
-    running = _running_lines(pages, height)
+    running = _running_lines(pages, width, height)
     return [_lay_out(fragments, width, height, running) for fragments in pages]
 
 
@@ -128,13 +128,17 @@ def _in_band(fragment: Fragment, height: float) -> bool:
     return fragment.y > (1 - TOP_BAND) * height or fragment.y < BOTTOM_BAND * height
 
 
-def _running_lines(pages: Sequence[Sequence[Fragment]], height: float) -> set[tuple[str, int]]:
-    """Header and footer texts: at the top or bottom of at least two pages and half of them."""
+def _running_lines(pages: Sequence[Sequence[Fragment]], width: float, height: float) -> set[tuple[str, int]]:
+    """Header and footer texts: short, at the top or bottom of at least two pages and half of them.
+
+    Short: a page that starts with a full line of running text is not headed by it, even
+    where every page says the same.
+    """
     if len(pages) < 2:
         return set()
-    counts = Counter()
+    counts: Counter = Counter()
     for page in pages:
-        counts.update({_key(f) for f in page if f.placed and _in_band(f, height)})
+        counts.update({_key(f) for f in page if f.placed and _in_band(f, height) and f.width < 0.5 * width})
     return {k for k, n in counts.items() if n >= 2 and 2 * n >= len(pages)}
 
 
@@ -168,21 +172,22 @@ def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running
                 removed["margin line number"] += 1
                 keep = [g for g in keep if g is not f]
         body = [f for f in keep if f.placed]
-    asides: list[str] = []
-    notes = _footnotes(body, height)
+    columns = _columns(body, width)
+    tables = _tables(body, columns)
+    in_table = {id(f) for rows in tables for row in rows for f in row}
+    # A table in a smaller type at the foot of the page is not a footnote.
+    notes = _footnotes([f for f in body if id(f) not in in_table], height,
+                       min((f.y for rows in tables for row in rows for f in row), default=math.inf))
+    asides = [_markdown(rows) for rows in tables]
     if notes:
         removed["footnote"] += len(notes)
         asides.append("\n".join(f.text.strip() for f in sorted(notes, key=lambda f: (-f.y, f.x))))
         keep = [f for f in keep if f not in notes]
         body = [f for f in body if f not in notes]
-    columns = _columns(body, width)
-    tables = _tables(body, columns)
     if not columns and not tables:
         return PageLayout("".join(f.text for f in keep), asides, removed)
     # Rebuilt from positions: pypdf's order follows the file's, not the reader's.
-    in_table = {id(f) for rows in tables for row in rows for f in row}
     removed["table cell"] += len(in_table)
-    asides = [_markdown(rows) for rows in tables] + asides
     text = _text_in_reading_order([f for f in body if id(f) not in in_table], columns)
     return PageLayout(text, asides, removed)
 
@@ -194,13 +199,13 @@ def _body_size(body: Sequence[Fragment]) -> float:
     return sizes.most_common(1)[0][0] if sizes else 0.0
 
 
-def _footnotes(body: Sequence[Fragment], height: float) -> list[Fragment]:
-    """The lines below the lowest body-size line, in a smaller type, in the page's lower part."""
+def _footnotes(body: Sequence[Fragment], height: float, table_bottom: float) -> list[Fragment]:
+    """The lines below the lowest body-size line and any table, in a smaller type, in the page's lower part."""
     size = _body_size(body)
     main = [f for f in body if f.size >= size - 0.5]
     if not main:
         return []
-    lowest = min(f.y for f in main)
+    lowest = min(min(f.y for f in main), table_bottom)
     return [f for f in body if f.y < lowest and f.size < size - 0.5 and f.y < FOOTNOTE_BAND * height]
 
 
