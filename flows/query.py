@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         for hit in hits:
             snippet = " ".join(hit.text.split())
             snippet = snippet if len(snippet) <= 120 else snippet[:119] + "…"
-            print(f"{hit.rank}. {hit.score:.4f}  {hit.file}  p.{hit.page}")
+            print(f"{hit.rank}. {hit.score:.4f}  {hit.file}  p.{hit.pages}")
             print(f"   {snippet}")
     return 0
 

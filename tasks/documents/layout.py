@@ -142,10 +142,11 @@ def _running_lines(pages: Sequence[Sequence[Fragment]], width: float, height: fl
     return {k for k, n in counts.items() if n >= 2 and 2 * n >= len(pages)}
 
 
-def _furniture(f: Fragment, height: float, running: set[tuple[str, int]]) -> str | None:
+def _furniture(f: Fragment, height: float, running: set[tuple[str, int]], alone: bool) -> str | None:
     if f.diagonal:
         return "watermark"
-    if _in_band(f, height) and is_page_number(" ".join(f.text.split())):
+    # A page number has its line to itself; a number beside other text is a table's cell.
+    if alone and _in_band(f, height) and is_page_number(" ".join(f.text.split())):
         return "page number"
     if _key(f) in running and _in_band(f, height):
         return "running header or footer"
@@ -155,8 +156,9 @@ def _furniture(f: Fragment, height: float, running: set[tuple[str, int]]) -> str
 def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running: set) -> PageLayout:
     removed: Counter = Counter()
     keep: list[Fragment] = []
+    per_line = Counter(round(f.y / 2) for f in fragments if f.placed and not f.diagonal)
     for f in fragments:
-        kind = _furniture(f, height, running) if f.placed else None
+        kind = _furniture(f, height, running, per_line[round(f.y / 2)] == 1) if f.placed else None
         if kind:
             removed[kind] += 1
         else:

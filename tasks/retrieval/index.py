@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_META_KEYS = ["file", "page"]
+_META_KEYS = ["file", "page", "pages"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,13 @@ class Hit:
     page: int
     chunk_id: str
     text: str
+    pages: str = ""  # "3" or "3–4": a chunk may cross a page break
 
 
 def index_key(model_fingerprint: str, pdf_hashes: list[tuple[str, str]], settings: Settings) -> str:
     """What the index depends on, hashed: model, PDFs (path, sha256) and chunking settings."""
     reading = [getattr(settings, name, None) for name in ("garbage_pdfs", "garbage_threshold")]
-    return stable_hash(["query-index-v2", model_fingerprint, sorted(pdf_hashes),
+    return stable_hash(["query-index-v3", model_fingerprint, sorted(pdf_hashes),
                         settings.chunk_size, settings.chunk_overlap, settings.chunk_by_section, reading])[:16]
 
 
@@ -107,7 +108,7 @@ def build_index(pdf_dir: Path, embed_model: Any, settings: Settings) -> Any:
     docs = load_documents(Path(pdf_dir), logger=logger, **reading).documents
     chunks = chunk_documents(docs, settings.chunk_size, settings.chunk_overlap, settings.chunk_by_section)
     nodes = [
-        TextNode(id_=c.chunk_id, text=c.text, metadata={"file": c.source, "page": c.page},
+        TextNode(id_=c.chunk_id, text=c.text, metadata={"file": c.source, "page": c.page, "pages": c.pages},
                  # Embed the text alone, as in training and evaluation; file and page are provenance.
                  excluded_embed_metadata_keys=_META_KEYS, excluded_llm_metadata_keys=_META_KEYS)
         for c in chunks
@@ -186,8 +187,9 @@ class Searcher:
     def _hit(self, rank: int, i: int, score: float) -> Hit:
         node = self.nodes[i]
         meta = node.metadata
-        return Hit(rank=rank, score=score, file=str(meta.get("file", "?")), page=int(meta.get("page", 0)),
-                   chunk_id=node.node_id, text=node.get_content())
+        page = int(meta.get("page", 0))
+        return Hit(rank=rank, score=score, file=str(meta.get("file", "?")), page=page,
+                   chunk_id=node.node_id, text=node.get_content(), pages=str(meta.get("pages", page)))
 
 
 def search(index: Any, question: str, top_k: int = 5, retriever: RetrieverSpec | None = None) -> list[Hit]:
