@@ -45,6 +45,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from tasks.documents.cleaning import is_page_number
 
@@ -72,7 +73,7 @@ class Fragment:
     def placed(self) -> bool:
         return bool(self.text.strip()) and not math.isnan(self.x)
 
-    @property
+    @cached_property
     def width(self) -> float:
         """An estimate (the visitor gives no widths): CJK glyphs are square, Latin about half."""
         return sum(self.size if unicodedata.east_asian_width(c) in "WF" else 0.55 * self.size for c in self.text)
@@ -164,15 +165,10 @@ def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running
         else:
             keep.append(f)
     body = [f for f in keep if f.placed]
-    lines = [f for f in body if len(f.text.strip()) >= 4 and not _LINE_NUMBER.match(f.text.strip())]
-    if lines:
-        left = min(f.x for f in lines)
-        right = max(f.x + f.width for f in lines)
-        for f in body:
-            t = f.text.strip()
-            if _LINE_NUMBER.match(t) and (f.x + f.width <= left + 0.5 or f.x >= right - 0.5):
-                removed["margin line number"] += 1
-                keep = [g for g in keep if g is not f]
+    margin = {id(f) for f in _margin_numbers(body)}
+    if margin:
+        removed["margin line number"] += len(margin)
+        keep = [f for f in keep if id(f) not in margin]
         body = [f for f in keep if f.placed]
     columns = _columns(body, width)
     tables = _tables(body, columns)
@@ -184,8 +180,9 @@ def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running
     if notes:
         removed["footnote"] += len(notes)
         asides.append("\n".join(f.text.strip() for f in sorted(notes, key=lambda f: (-f.y, f.x))))
-        keep = [f for f in keep if f not in notes]
-        body = [f for f in body if f not in notes]
+        noted = {id(f) for f in notes}
+        keep = [f for f in keep if id(f) not in noted]
+        body = [f for f in body if id(f) not in noted]
     if not columns and not tables:
         return PageLayout("".join(f.text for f in keep), asides, removed)
     # Rebuilt from positions: pypdf's order follows the file's, not the reader's.
@@ -194,8 +191,18 @@ def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running
     return PageLayout(text, asides, removed)
 
 
+def _margin_numbers(body: Sequence[Fragment]) -> list[Fragment]:
+    """Numbers alone, left of where the page's lines start or right of where they end."""
+    lines = [f for f in body if len(f.text.strip()) >= 4 and not _LINE_NUMBER.match(f.text.strip())]
+    if not lines:
+        return []
+    left = min(f.x for f in lines)
+    right = max(f.x + f.width for f in lines)
+    return [f for f in body if _LINE_NUMBER.match(f.text.strip()) and (f.x + f.width <= left + 0.5 or f.x >= right - 0.5)]
+
+
 def _body_size(body: Sequence[Fragment]) -> float:
-    sizes = Counter()
+    sizes: Counter = Counter()
     for f in body:
         sizes[round(f.size, 1)] += len(f.text)
     return sizes.most_common(1)[0][0] if sizes else 0.0

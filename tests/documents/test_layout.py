@@ -165,3 +165,15 @@ def test_a_two_page_document_keeps_a_title_that_only_its_first_page_has(tmp_path
     _lines(pdf, _body())
     texts, _ = read_pdf(_write(pdf, tmp_path))
     assert len(texts) == 2 and texts[0].startswith("Judgment on the sale of goods")
+
+
+def test_numbers_in_a_table_at_the_top_of_a_page_are_cells_not_page_numbers(tmp_path: Path) -> None:
+    pdf = _pdf()
+    _lines(pdf, _body()[:10])
+    pdf.add_page()
+    for r, row in enumerate([("Court fee", "2300", "Defendant"), ("Expert fee", "40", "Plaintiff")]):
+        for c, cell in enumerate(row):
+            pdf.text(22 + 50 * c, 22 + 7 * r, cell)
+    _lines(pdf, _body()[10:20], top=45)
+    pages = read_pdf_pages(_write(pdf, tmp_path))
+    assert pages[1].asides == ["| Court fee | 2300 | Defendant |\n|---|---|---|\n| Expert fee | 40 | Plaintiff |"]
