@@ -52,7 +52,7 @@ def page_separator(before: str, after: str) -> str:
 
     >>> page_separator("本院确认以下事实：原告与被告于2015年10月", "17日签订合同。"), page_separator("签订合同。", "次日")
     ('', '\\n')
-    >>> page_separator("本院认为", "被告应当赔偿。"), page_separator("the contract was", "signed")
+    >>> page_separator("本院认为", "被告应当赔偿。"), page_separator("The court found that the contract was", "signed")
     ('\\n\\n', ' ')
     """
     before, after = before.rstrip(), after.lstrip()
