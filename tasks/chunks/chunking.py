@@ -35,6 +35,8 @@ from tasks.core.records import Chunk, Document, Page
 # provenance, and counting it would shrink every chunk.
 _META_KEYS = ["doc_id", "source", "page"]
 _CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff01-\uff9f\U00020000-\U0003134f]")
+# A paragraph's first line fills a column (20 CJK characters or more); a heading is shorter.
+_FULL_LINE = 20
 _SENTENCE_END = re.compile(r"[。！？；：…!?;:.．]['\"’”」』）)\]】》〉]*$")
 
 
@@ -61,7 +63,7 @@ def page_separator(before: str, after: str) -> str:
     last_line = before.rsplit("\n", 1)[-1]
     if _SENTENCE_END.search(before):
         return "\n"
-    if "\n" in before[-1:] or (is_heading(last_line) and len(last_line) < _FULL_LINE):
+    if is_heading(last_line) and len(last_line) < _FULL_LINE:
         return "\n\n"
     if _CJK.match(before[-1]) or _CJK.match(after[0]):
         return ""
@@ -109,10 +111,6 @@ def chunk_documents(
                 for node in splitter.get_nodes_from_documents([_li_document(page, aside)]):
                     add(doc, node.get_content(), page.page, page.page)
     return chunks
-
-
-# A line of running text fills the page's width; a heading is well short of it.
-_FULL_LINE = 20
 
 
 def _li_document(page: Page, text: str) -> LIDocument:
