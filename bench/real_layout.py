@@ -10,7 +10,8 @@ does (``tasks.evaluation.human_questions``). Per folder:
 * chunks holding furniture: the running header's case number, the watermark, the fee table's
   cells as running text (outside a markdown table row), the footnote;
 * BM25 (the pipeline's, ``tasks.retrieval.lexical``) on every question: NDCG@10 and the share
-  with a relevant chunk in the top 10; a question no chunk holds whole scores 0.
+  with a relevant chunk in the top 10; a question no chunk holds whole scores 0;
+* with ``--model``, that model's NDCG@10 the same way (cosine, the model's own prompts).
 
 The furniture strings come from ``--layout-sources`` (the real-layout folder's ``sources.json``,
 written by ``data/make_layout_pdfs.py``), so the clean folder is searched for the same strings.
@@ -81,7 +82,27 @@ def ndcg_at_10(ranked: list[str], relevant: set[str]) -> float:
     return dcg / ideal if ideal else 0.0
 
 
-def measure_folder(folder: Path, furniture: dict[str, dict[str, Any]], chunk_size: int, overlap: int) -> dict:
+def dense_ndcg(model_path: str, chunks, questions, relevant: dict[str, list[str]]) -> float:
+    """NDCG@10 of a sentence-transformers model (cosine, its own query/document prompts) on every question."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path, device="cpu")
+    prompts = model.prompts or {}
+    c = model.encode([x.text for x in chunks], prompt_name="document" if "document" in prompts else None,
+                     batch_size=32, normalize_embeddings=True)
+    q = model.encode([x.question for x in questions], prompt_name="query" if "query" in prompts else None,
+                     batch_size=64, normalize_embeddings=True)
+    scores = q @ c.T
+    ids = [x.chunk_id for x in chunks]
+    return sum(
+        ndcg_at_10([ids[i] for i in np.argsort(-scores[k], kind="stable")[:10]], set(relevant.get(x.qid, ())))
+        for k, x in enumerate(questions)
+    ) / len(questions)
+
+
+def measure_folder(folder: Path, furniture: dict[str, dict[str, Any]], chunk_size: int, overlap: int,
+                   model: str | None = None) -> dict:
     import numpy as np
 
     from tasks.chunks.chunking import chunk_documents
@@ -119,6 +140,7 @@ def measure_folder(folder: Path, furniture: dict[str, dict[str, Any]], chunk_siz
         "furniture": furniture_counts(chunks, furniture),
         "bm25 ndcg@10": sum(ndcgs) / len(ndcgs),
         "bm25 hit@10": sum(hits) / len(hits),
+        **({"dense ndcg@10": dense_ndcg(model, chunks, questions, relevant)} if model else {}),
     }
 
 
@@ -217,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the SQuAD file the PDFs were made of (for --speed's passage check)")
     ap.add_argument("--chunk-size", type=int, default=300)
     ap.add_argument("--chunk-overlap", type=int, default=30)
+    ap.add_argument("--model", default=None,
+                    help="also this sentence-transformers model's NDCG@10, e.g. models/base/multilingual-e5-small")
     ap.add_argument("--speed", action="store_true", help="also PDFs per second of each reader")
     ap.add_argument("--repeat", type=int, default=3, help="reads of every file per reader, for --speed")
     ap.add_argument("--json", type=Path, default=None, help="also write the results to this file")
@@ -227,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         d["file"]: {**d["furniture"], "layout": d.get("layout", [])}
         for d in json.loads(layout_sources.read_text(encoding="utf-8"))["documents"] if "furniture" in d
     }
-    results = [measure_folder(f, furniture, args.chunk_size, args.chunk_overlap) for f in args.pdf_dir]
+    results = [measure_folder(f, furniture, args.chunk_size, args.chunk_overlap, args.model) for f in args.pdf_dir]
     header = ["", *[r["folder"] for r in results]]
     pair = lambda v: f"{v[0]} of {v[1]}"  # noqa: E731
     rows = [
@@ -239,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         ["BM25 NDCG@10 (all questions)", *[f"{r['bm25 ndcg@10']:.4f}" for r in results]],
         ["BM25: a relevant chunk in the top 10", *[f"{r['bm25 hit@10']:.1%}" for r in results]],
     ]
+    if args.model:
+        rows.append([f"{Path(args.model).name} NDCG@10 (all questions)", *[f"{r['dense ndcg@10']:.4f}" for r in results]])
     print(markdown_table(header, rows))
     out: dict[str, Any] = {"folders": results}
     if args.speed:

@@ -11,7 +11,9 @@ module finds them the way a reader does, from where each piece of text sits on t
   at the top or bottom of the page;
 * **running headers and footers**: text at the top or bottom of the page that repeats, at
   the same height and with only its digits changing, on at least two pages and at least half
-  of them. A one-page document has none, so its first line always stays;
+  of them. A one-page document has nothing to repeat on: there, text at the top, above the
+  running text and clearly smaller than it, is the header; its title (as large as the text
+  or larger) stays;
 * **margin line numbers**: numbers alone, left of where the page's lines start or right
   of where they end;
 * **two columns**: when lines sit side by side, each half as wide as the page, the left
@@ -117,6 +119,8 @@ def lay_out_pages(pages: Sequence[Sequence[Fragment]], width: float, height: flo
     """Every page's running text without furniture, in reading order, with tables and
     footnotes apart. ``width`` and ``height``: the page size in points (the first page's)."""
     running = _running_lines(pages, width, height)
+    if len(pages) == 1:
+        running |= {_key(f) for f in _small_top_lines(pages[0], height)}
     return [_lay_out(fragments, width, height, running) for fragments in pages]
 
 
@@ -141,6 +145,18 @@ def _running_lines(pages: Sequence[Sequence[Fragment]], width: float, height: fl
     for page in pages:
         counts.update({_key(f) for f in page if f.placed and _in_band(f, height) and f.width < 0.5 * width})
     return {k for k, n in counts.items() if n >= 2 and 2 * n >= len(pages)}
+
+
+def _small_top_lines(fragments: Sequence[Fragment], height: float) -> list[Fragment]:
+    """On a page with no other page to repeat on: text at the top, above all running text and
+    clearly smaller than it, is a running header (a title is as large as the text or larger)."""
+    placed = [f for f in fragments if f.placed and not f.diagonal]
+    size = _body_size(placed)
+    body = [f for f in placed if f.size >= size - 0.5]
+    if not body:
+        return []
+    top = max(f.y for f in body)
+    return [f for f in placed if f.y > top and f.size < size - 1 and f.y > (1 - TOP_BAND) * height]
 
 
 def _furniture(f: Fragment, height: float, running: set[tuple[str, int]], alone: bool) -> str | None:

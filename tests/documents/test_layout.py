@@ -151,11 +151,21 @@ def test_a_sentence_across_a_page_break_stays_whole_in_one_chunk_and_a_footnote_
 
 def test_a_one_page_document_keeps_its_first_line(tmp_path: Path) -> None:
     pdf = _pdf(furniture=False)
-    pdf.set_font("helvetica", size=9)
-    pdf.text(20, 14, HEADER)  # where a running header would be: on one page it is the title
+    pdf.set_font("helvetica", size=11)
+    pdf.text(20, 14, "Judgment of 3 May 2019")  # where a running header would be, as large as the text
     _lines(pdf, _body()[:5])
     (text,), _ = read_pdf(_write(pdf, tmp_path))
-    assert text.startswith(HEADER)
+    assert text.startswith("Judgment of 3 May 2019")
+
+
+def test_a_one_page_document_loses_its_small_running_header(tmp_path: Path) -> None:
+    pdf = _pdf()  # header (9 pt), watermark, "Page 1 of 1"
+    pdf.set_font("helvetica", size=14)
+    pdf.text(20, 24, "Judgment on the sale of goods")
+    _lines(pdf, _body()[:5])
+    (text,), _ = read_pdf(_write(pdf, tmp_path))
+    assert text.startswith("Judgment on the sale of goods")
+    assert HEADER not in text and "Page 1" not in text and "CONFIDENTIAL" not in text
 
 
 def test_a_two_page_document_keeps_a_title_that_only_its_first_page_has(tmp_path: Path) -> None:
