@@ -18,8 +18,8 @@ module finds them the way a reader does, from where each piece of text sits on t
   of where they end;
 * **two columns**: when lines sit side by side, each half as wide as the page, the left
   column is read before the right one whatever order the file draws them in;
-* **tables**: three or more short cells on one line, on two or more lines in a row, become
-  a markdown table kept apart from the running text;
+* **tables**: three or more short cells on one line, well apart, on two or more lines in a
+  row, become a markdown table kept apart from the running text;
 * **footnotes**: lines below the body in a smaller type than the body's, kept apart.
 
 What is kept apart (tables, footnotes) is returned per page beside the running text, so the
@@ -266,7 +266,9 @@ def _tables(body: Sequence[Fragment], columns: float | None) -> list[list[list[F
         run: list[list[Fragment]] = []
         for y in sorted(by_y, reverse=True):
             row = sorted(by_y[y], key=lambda f: f.x)
-            is_row = len(row) >= 3 and all(len(f.text.strip()) <= 20 for f in row)
+            is_row = len(row) >= 3 and all(len(f.text.strip()) <= 20 for f in row) and all(
+                # Cells stand apart; the words of a line of text drawn one by one do not.
+                b.x - (a.x + a.width) >= 1.5 * a.size for a, b in zip(row, row[1:]))
             if is_row and run and min(g.y for g in run[-1]) - y > 3 * max(f.size for f in row):
                 # Too far below the last row: another table.
                 if len(run) >= 2:

@@ -187,3 +187,15 @@ def test_numbers_in_a_table_at_the_top_of_a_page_are_cells_not_page_numbers(tmp_
     _lines(pdf, _body()[10:20], top=45)
     pages = read_pdf_pages(_write(pdf, tmp_path))
     assert pages[1].asides == ["| Court fee | 2300 | Defendant |\n|---|---|---|\n| Expert fee | 40 | Plaintiff |"]
+
+
+def test_lines_drawn_word_by_word_are_running_text_not_a_table(tmp_path: Path) -> None:
+    pdf = _pdf(furniture=False)
+    pdf.set_font("helvetica", size=11)
+    for i in range(4):  # each word its own text object, as some writers draw them
+        x = 20.0
+        for word in f"Line {i} of running text drawn word by word here.".split():
+            pdf.text(x, 30 + 6 * i, word)
+            x += pdf.get_string_width(word + " ")
+    (page,) = read_pdf_pages(_write(pdf, tmp_path))
+    assert page.asides == [] and "Line 3 of running text" in " ".join(page.text.split())
