@@ -214,7 +214,9 @@ def _margin_numbers(body: Sequence[Fragment]) -> list[Fragment]:
         return []
     left = min(f.x for f in lines)
     right = max(f.x + f.width for f in lines)
-    return [f for f in body if _LINE_NUMBER.match(f.text.strip()) and (f.x + f.width <= left + 0.5 or f.x >= right - 0.5)]
+    # Clear of the lines by a space at least: a number drawn as the last word of a line is text.
+    return [f for f in body if _LINE_NUMBER.match(f.text.strip())
+            and (f.x + f.width <= left - 0.3 * f.size or f.x >= right + 0.5 * f.size)]
 
 
 def _body_size(body: Sequence[Fragment]) -> float:

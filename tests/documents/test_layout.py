@@ -199,3 +199,16 @@ def test_lines_drawn_word_by_word_are_running_text_not_a_table(tmp_path: Path) -
             x += pdf.get_string_width(word + " ")
     (page,) = read_pdf_pages(_write(pdf, tmp_path))
     assert page.asides == [] and "Line 3 of running text" in " ".join(page.text.split())
+
+
+def test_a_number_drawn_as_the_last_word_of_a_line_stays(tmp_path: Path) -> None:
+    pdf = _pdf(furniture=False)
+    pdf.set_font("helvetica", size=11)
+    for i in range(4):
+        words = [*f"The parties signed the contract number {i} in the year".split(), str(2016 + i)]
+        x = 20.0
+        for word in words:
+            pdf.text(x, 30 + 6 * i, word)
+            x += pdf.get_string_width(word + " ")
+    (text,), _ = read_pdf(_write(pdf, tmp_path))
+    assert all(str(2016 + i) in text for i in range(4))
