@@ -91,7 +91,6 @@ class Placed:
     x: float
     y: float  # the line's top, mm from the page's top
     line: Line
-    number: int = 0  # its margin line number (0: none)
 
 
 @dataclass
@@ -126,11 +125,11 @@ def paginate(lines: list[Line], two_columns: bool) -> list[list[Placed]]:
     col_w = (frame_w - COLUMN_GAP) / 2 if two_columns else frame_w
     columns = [MARGIN_X, MARGIN_X + col_w + COLUMN_GAP] if two_columns else [MARGIN_X]
     pages: list[list[Placed]] = []
-    bottom_of = lambda page_no: PAGE_H - BOTTOM - (10 if page_no == 0 else 0)  # noqa: E731  first page: footnote
     page: list[Placed] = []
     col, y = 0, TOP
     for line in lines:
-        if y + line.height > bottom_of(len(pages)):
+        bottom = PAGE_H - BOTTOM - (10 if not pages else 0)  # the first page keeps room for the footnote
+        if y + line.height > bottom:
             col += 1
             y = TOP
             if col == len(columns):
