@@ -36,10 +36,11 @@ def way_chunks(documents, way: str, settings: Settings):
     if way == "sections + heading":
         return chunk_documents(documents, settings.chunk_size, settings.chunk_overlap, by_section=True)
     if way == "sections":
-        # Each section as a page of its own: chunks stop at headings, and carry none.
+        # Each section as a document of its own (chunks cross pages, not documents): chunks stop
+        # at headings, and carry none.
         documents = [
-            Document(d.doc_id, d.source, [Page(d.doc_id, d.source, s.page, s.text) for s in document_sections(d)])
-            for d in documents
+            Document(d.doc_id, d.source, [Page(d.doc_id, d.source, s.page, s.text)])
+            for d in documents for s in document_sections(d)
         ]
     return chunk_documents(documents, settings.chunk_size, settings.chunk_overlap)
 

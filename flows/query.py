@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a text file with one question a line, searched after one load of the index")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON line per question: {"question", "results": [{"text", "source", "page", '
-                             '"score", "chunk_id"}]}')
+                             '"pages" (e.g. "3–4"), "score", "chunk_id"}]}')
     parser.add_argument("--retriever", choices=("auto", "dense", "bm25", "hybrid", "rrf"), default="auto",
                         help="auto: the retriever the run shipped (dense when none was recorded) (default: %(default)s)")
     parser.add_argument("--w-dense", type=float, default=None,
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=info)
     for question, hits in zip(questions, opened.searcher.search_many(questions, args.top_k)):
         if args.json:
-            results = [{"text": h.text, "source": h.file, "page": h.page, "score": round(h.score, 6),
+            results = [{"text": h.text, "source": h.file, "page": h.page, "pages": h.pages, "score": round(h.score, 6),
                         "chunk_id": h.chunk_id} for h in hits]
             print(json.dumps({"question": question, "results": results}, ensure_ascii=False))
             continue
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         for hit in hits:
             snippet = " ".join(hit.text.split())
             snippet = snippet if len(snippet) <= 120 else snippet[:119] + "…"
-            print(f"{hit.rank}. {hit.score:.4f}  {hit.file}  p.{hit.page}")
+            print(f"{hit.rank}. {hit.score:.4f}  {hit.file}  p.{hit.pages}")
             print(f"   {snippet}")
     return 0
 

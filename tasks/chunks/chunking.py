@@ -1,4 +1,9 @@
-"""Split pages into chunks with LlamaIndex's SentenceSplitter.
+"""Split documents into chunks with LlamaIndex's SentenceSplitter.
+
+A document's running text is split as one text: a chunk may cross a page break, so a
+sentence the break cuts in two stays whole, and each chunk records the pages it lies on
+(``page`` to ``last_page``). Tables and footnotes the reader kept apart from the running text
+(:attr:`~tasks.core.records.Page.asides`) are chunked on their own, one page at a time.
 
 A chunk's id is derived from its document and its text, so the same PDF gives the
 same ids on every run and the per-chunk generation cache lines up across runs.
@@ -8,24 +13,31 @@ Example::
     >>> page = Page(doc_id="d1", source="a.pdf", page=1, text="尤金袋鼠分布在澳洲南部。" * 40)
     >>> documents = [Document(doc_id="d1", source="a.pdf", pages=[page])]
     >>> chunks = chunk_documents(documents, chunk_size=128, chunk_overlap=16)
-    >>> len(chunks), chunks[0].source, chunks[0].page
-    (7, 'a.pdf', 1)
+    >>> len(chunks), chunks[0].source, chunks[0].page, chunks[0].last_page
+    (7, 'a.pdf', 1, 1)
     >>> chunks[0].chunk_id == chunk_documents(documents, chunk_size=128, chunk_overlap=16)[0].chunk_id
     True
 """
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
+
 from llama_index.core import Document as LIDocument
 from llama_index.core.node_parser import SentenceSplitter
 
-from tasks.chunks.sections import document_sections
+from tasks.chunks.sections import document_sections, is_heading
 from tasks.core.fileio import sha256_text
 from tasks.core.records import Chunk, Document, Page
 
 # Metadata stays out of the text the splitter measures and embeds: it is for
 # provenance, and counting it would shrink every chunk.
-_META_KEYS = ["doc_id", "source", "page", "heading"]
+_META_KEYS = ["doc_id", "source", "page"]
+_CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff01-\uff9f\U00020000-\U0003134f]")
+# A paragraph's first line fills a column (20 CJK characters or more); a heading is shorter.
+_FULL_LINE = 20
+_SENTENCE_END = re.compile(r"[。！？；：…!?;:.．]['\"’”」』）)\]】》〉]*$")
 
 
 def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
@@ -33,53 +45,102 @@ def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
     return sha256_text(f"{doc_id}\n{occurrence}\n{text}")[:32]
 
 
+def page_separator(before: str, after: str) -> str:
+    """What joins the running text of one page to the next one's.
+
+    A page that ends mid-sentence goes on at the top of the next (joined as the cleaner joins
+    wrapped lines: no space between CJK characters); a page that ends with a sentence or a
+    heading ends a line or a paragraph.
+
+    >>> page_separator("本院确认以下事实：原告与被告于2015年10月", "17日签订合同。"), page_separator("签订合同。", "次日")
+    ('', '\\n')
+    >>> page_separator("本院认为", "被告应当赔偿。"), page_separator("The court found that the contract was", "signed")
+    ('\\n\\n', ' ')
+    """
+    before, after = before.rstrip(), after.lstrip()
+    if not before or not after:
+        return "\n"
+    last_line = before.rsplit("\n", 1)[-1]
+    if _SENTENCE_END.search(before):
+        return "\n"
+    if is_heading(last_line) and len(last_line) < _FULL_LINE:
+        return "\n\n"
+    if _CJK.match(before[-1]) or _CJK.match(after[0]):
+        return ""
+    return " "
+
+
 def chunk_documents(
     documents: list[Document], chunk_size: int, chunk_overlap: int, by_section: bool = False
 ) -> list[Chunk]:
-    """Chunk every page of every document, in document and page order.
+    """Chunk every document's running text, then its tables and footnotes, in document order.
 
     With ``by_section``, each page is first cut at its headings (:mod:`tasks.chunks.sections`):
     no chunk runs across a heading, and each chunk starts with its section's heading on a
-    line of its own.
+    line of its own; such chunks stay on one page.
     """
     splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    pieces: list[tuple[Page, str | None, str]] = []
-    for doc in documents:
-        if by_section:
-            pages = {p.page: p for p in doc.pages}
-            pieces += [(pages[s.page], s.heading, s.text) for s in document_sections(doc)]
-        else:
-            pieces += [(page, None, page.text) for page in doc.pages]
-    li_docs = [
-        LIDocument(
-            text=text,
-            metadata={"doc_id": page.doc_id, "source": page.source, "page": page.page,
-                      **({"heading": heading} if heading else {})},
-            excluded_embed_metadata_keys=_META_KEYS,
-            excluded_llm_metadata_keys=_META_KEYS,
-        )
-        for page, heading, text in pieces
-    ]
-    nodes = splitter.get_nodes_from_documents(li_docs)
     chunks: list[Chunk] = []
     seen: dict[tuple[str, str], int] = {}
-    for node in nodes:
-        text = node.get_content().strip()
+
+    def add(doc: Document, text: str, first: int, last: int) -> None:
+        text = text.strip()
         if not text:
-            continue
-        meta = node.metadata
-        if meta.get("heading"):
-            text = f"{meta['heading']}\n{text}"
-        key = (meta["doc_id"], text)
+            return
+        key = (doc.doc_id, text)
         occurrence = seen.get(key, 0)
         seen[key] = occurrence + 1
-        chunks.append(
-            Chunk(
-                chunk_id=chunk_id_for(meta["doc_id"], text, occurrence),
-                doc_id=meta["doc_id"],
-                source=meta["source"],
-                page=int(meta["page"]),
-                text=text,
-            )
-        )
+        chunks.append(Chunk(chunk_id_for(doc.doc_id, text, occurrence), doc.doc_id, doc.source, first, text, last))
+
+    for doc in documents:
+        pages = sorted(doc.pages, key=lambda p: p.page)
+        if by_section:
+            by_number = {p.page: p for p in pages}
+            for section in document_sections(doc):
+                for node in splitter.get_nodes_from_documents([_li_document(by_number[section.page], section.text)]):
+                    add(doc, f"{section.heading}\n{node.get_content().strip()}" if section.heading
+                        else node.get_content(), section.page, section.page)
+        else:
+            text, starts = _running_text(pages)
+            if text.strip():
+                for node in splitter.get_nodes_from_documents([_li_document(pages[0], text)]):
+                    first, last = _page_range(node, text, starts, pages)
+                    add(doc, node.get_content(), first, last)
+        for page in pages:
+            for aside in page.asides:
+                for node in splitter.get_nodes_from_documents([_li_document(page, aside)]):
+                    add(doc, node.get_content(), page.page, page.page)
     return chunks
+
+
+def _li_document(page: Page, text: str) -> LIDocument:
+    return LIDocument(
+        text=text,
+        metadata={"doc_id": page.doc_id, "source": page.source, "page": page.page},
+        excluded_embed_metadata_keys=_META_KEYS,
+        excluded_llm_metadata_keys=_META_KEYS,
+    )
+
+
+def _running_text(pages: list[Page]) -> tuple[str, list[int]]:
+    """The pages' running text as one text, and where each page starts in it."""
+    text, starts = "", []
+    for page in pages:
+        if not page.text.strip():
+            starts.append(len(text))
+            continue
+        if text:
+            text += page_separator(text, page.text)
+        starts.append(len(text))
+        text += page.text
+    return text, starts
+
+
+def _page_range(node, text: str, starts: list[int], pages: list[Page]) -> tuple[int, int]:
+    begin, end = node.start_char_idx, node.end_char_idx
+    if begin is None or end is None:  # the splitter could not place it: search for it
+        begin = max(text.find(node.get_content()), 0)
+        end = begin + len(node.get_content())
+    first = pages[max(bisect_right(starts, begin) - 1, 0)].page
+    last = pages[max(bisect_right(starts, max(end - 1, begin)) - 1, 0)].page
+    return first, last

@@ -13,7 +13,9 @@ class Page:
     doc_id: str  # sha256 of the file's bytes: the same file under two names is one document
     source: str  # path of the PDF, relative to the PDF folder
     page: int  # 1-based page number
-    text: str
+    text: str  # the running text, without page furniture
+    # Tables (markdown) and footnotes, kept apart from the running text they would interrupt.
+    asides: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,19 @@ class Chunk:
     chunk_id: str
     doc_id: str
     source: str
-    page: int
+    page: int  # the page it starts on
     text: str
+    last_page: int | None = None  # the page it ends on (a chunk may cross pages); None: page
+
+    @property
+    def pages(self) -> str:
+        """``"3"`` or ``"3–4"``, as reports and search results show it.
+
+        >>> Chunk("c", "d", "a.pdf", 3, "…", 4).pages, Chunk("c", "d", "a.pdf", 3, "…").pages
+        ('3–4', '3')
+        """
+        last = self.last_page or self.page
+        return str(self.page) if last == self.page else f"{self.page}–{last}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["clean_page_text", "is_cjk"]
+__all__ = ["clean_block_text", "clean_page_text", "is_cjk", "is_page_number"]
 
 # A line shorter than this share of the page's longest line ends a heading or a
 # paragraph: wrapped text fills the line to the margin, a last line does not.
@@ -82,6 +82,15 @@ def is_cjk(char: str) -> bool:
     return bool(_CJK.fullmatch(char))
 
 
+def is_page_number(line: str) -> bool:
+    """True for a line that holds only a page number.
+
+    >>> is_page_number("第 3 页 共 9 页"), is_page_number("- 12 -"), is_page_number("第3条")
+    (True, True, False)
+    """
+    return bool(_PAGE_NUMBER.match(line.strip()))
+
+
 def clean_page_text(text: str) -> str:
     """Return the cleaned text of one extracted PDF page (see the module docstring)."""
     lines = [_normalise_line(line) for line in _strip_controls(text).split("\n")]
@@ -89,6 +98,16 @@ def clean_page_text(text: str) -> str:
     paragraphs = _join_lines(lines)
     # Joining can put a page number alone at the top again ("Page" + "3"), so look twice.
     return "\n".join(_drop_page_numbers(paragraphs.split("\n"))).strip("\n")
+
+
+def clean_block_text(text: str) -> str:
+    """Clean a block whose lines must stay lines (a markdown table, footnotes): control
+    characters and spaces as in :func:`clean_page_text`, blank lines dropped, no joining.
+
+    >>> clean_block_text("| a | b |\\n\\n| 1\\x00 | 2 |")
+    '| a | b |\\n| 1 | 2 |'
+    """
+    return "\n".join(line for line in (_normalise_line(x) for x in _strip_controls(text).split("\n")) if line)
 
 
 def _strip_controls(text: str) -> str:

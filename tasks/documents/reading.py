@@ -11,6 +11,9 @@ Pure functions, no Prefect: the flow wraps :func:`load_documents` in a task.
   on with the other files.
 * Pages are read one at a time from the open file, and pypdf's object cache is emptied
   after each page, so memory stays bounded however large the PDF (bench/pdf_memory.py).
+* Page furniture (running headers and footers, page numbers, watermarks, margin line
+  numbers) is left out, two-column pages are read column by column, and tables and
+  footnotes are kept apart from the running text (:mod:`tasks.documents.layout`).
 * File names are shown as text even when they are not valid UTF-8 (the odd bytes as
   ``\\xff``), so they can be logged and written to JSON.
 * pypdf's own warnings go to the run log with the file's name, never raw to the console.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +44,8 @@ import pypdf.errors
 from tasks.core.errors import NoUsableDocumentsError, PdfReadError
 from tasks.core.fileio import sha256_file
 from tasks.core.records import Document, Page, SkippedFile
-from tasks.documents.cleaning import clean_page_text
+from tasks.documents.cleaning import clean_block_text, clean_page_text
+from tasks.documents.layout import PageLayout, lay_out_pages, page_fragments
 from tasks.documents.quality import TextQuality, assess_text
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "find_pdfs",
     "load_documents",
     "read_pdf",
+    "read_pdf_pages",
 ]
 
 _log = logging.getLogger(__name__)
@@ -140,7 +146,29 @@ def read_pdf(
     garbage_pdfs: str = "skip",
     garbage_threshold: float = 0.3,
 ) -> tuple[list[str], int]:
-    """Return the cleaned text of every page (``""`` for a page without text) and the page count.
+    """Return the cleaned running text of every page (``""`` for a page without text) and the
+    page count; :func:`read_pdf_pages` also gives the tables and footnotes kept apart.
+
+    Example::
+
+        >>> texts, n_pages = read_pdf(Path("data/pdf/sample_01.pdf"))
+        >>> n_pages, texts[0][:14]
+        (2, 'CMRC 2018 样例文档')
+    """
+    pages = read_pdf_pages(path, logger=logger, label=label, garbage_pdfs=garbage_pdfs,
+                           garbage_threshold=garbage_threshold)
+    return [p.text for p in pages], len(pages)
+
+
+def read_pdf_pages(
+    path: Path,
+    *,
+    logger: logging.Logger | None = None,
+    label: str | None = None,
+    garbage_pdfs: str = "skip",
+    garbage_threshold: float = 0.3,
+) -> list[PageLayout]:
+    """Every page's cleaned running text and what was kept apart from it (tables, footnotes).
 
     Raises :class:`PdfReadError` when the file cannot be used. ``label`` names the file
     in log lines and in the error (default: its name). pypdf's warnings about the file are re-logged to
@@ -151,9 +179,9 @@ def read_pdf(
 
     Example::
 
-        >>> texts, n_pages = read_pdf(Path("data/pdf/sample_01.pdf"))
-        >>> n_pages, texts[0][:14]
-        (2, 'CMRC 2018 样例文档')
+        >>> pages = read_pdf_pages(Path("data/pdf/sample_01.pdf"))
+        >>> len(pages), pages[0].text[:14], pages[0].asides
+        (2, 'CMRC 2018 样例文档', [])
     """
     path = Path(path)
     log = logger or _log
@@ -169,7 +197,7 @@ def read_pdf(
             if garbage_pdfs == "skip":
                 raise PdfReadError(problem, HINT_GARBLED)
             log.warning("%s: %s; kept because garbage_pdfs is %r", name, problem, garbage_pdfs)
-        if not any(texts):
+        if not any(p.text or p.asides for p in texts):
             raise PdfReadError(NO_TEXT_REASON, HINT_OCR)
     except PdfReadError as exc:
         _relog(messages, name, log)
@@ -180,7 +208,7 @@ def read_pdf(
     _relog(messages, name, log)
     if messages:
         log.info("%s: read, although pypdf reported %d problem(s), first: %s", name, len(messages), messages[0])
-    return texts, len(texts)
+    return texts
 
 
 def load_documents(
@@ -234,13 +262,15 @@ def load_documents(
             skip(source, f"same content as {first.source}: {first.reason}", first.hint)
             continue
         try:
-            texts, n_pages = read_pdf(
+            laid_out = read_pdf_pages(
                 path, logger=log, label=source, garbage_pdfs=garbage_pdfs, garbage_threshold=garbage_threshold
             )
         except PdfReadError as exc:
             seen[digest] = skip(source, exc.reason, exc.hint)
             continue
-        pages = [Page(doc_id=digest, source=source, page=i, text=t) for i, t in enumerate(texts, 1) if t]
+        n_pages = len(laid_out)
+        pages = [Page(doc_id=digest, source=source, page=i, text=p.text, asides=p.asides)
+                 for i, p in enumerate(laid_out, 1) if p.text or p.asides]
         doc = Document(doc_id=digest, source=source, pages=pages, n_pages_total=n_pages)
         log.debug(
             "%s: %d of %d pages with text, %d characters",
@@ -282,7 +312,7 @@ def _check_header(path: Path) -> None:
         raise PdfReadError(f"not a PDF (starts with {preview}{': ' + kind if kind else ''})", HINT_NOT_PDF)
 
 
-def _page_texts(path: Path, name: str, log: logging.Logger, quality: TextQuality) -> list[str]:
+def _page_texts(path: Path, name: str, log: logging.Logger, quality: TextQuality) -> list[PageLayout]:
     """Cleaned text per page; adds the raw text's unreadable-character counts to ``quality``."""
     try:
         # pypdf given a path reads the whole file into memory; given an open file it
@@ -293,7 +323,7 @@ def _page_texts(path: Path, name: str, log: logging.Logger, quality: TextQuality
         raise PdfReadError(f"cannot read the file: {exc.strerror or exc}", HINT_CANNOT_OPEN) from exc
 
 
-def _read_pages(stream: BinaryIO, name: str, log: logging.Logger, quality: TextQuality) -> list[str]:
+def _read_pages(stream: BinaryIO, name: str, log: logging.Logger, quality: TextQuality) -> list[PageLayout]:
     try:
         reader = pypdf.PdfReader(stream, strict=False)
         encrypted = reader.is_encrypted
@@ -308,25 +338,31 @@ def _read_pages(stream: BinaryIO, name: str, log: logging.Logger, quality: TextQ
     if n_pages == 0:
         raise PdfReadError("damaged PDF: it has no pages", HINT_DAMAGED)
 
-    texts: list[str] = []
+    fragments: list = []  # per page: the text's pieces with their positions
     errors: list[str] = []
+    box = reader.pages[0].mediabox
     for number in range(1, n_pages + 1):
         try:
-            raw = reader.pages[number - 1].extract_text() or ""
+            raw, found = page_fragments(reader.pages[number - 1])
         except Exception as exc:
             # One broken page should not cost the document its other pages.
             errors.append(_describe(exc))
             log.warning("%s: page %d: text could not be extracted (%s); page left out", name, number, errors[-1])
-            raw = ""
+            raw, found = "", []
         # Judged before cleaning: cleaning removes NUL and other control characters.
         quality += assess_text(raw)
-        texts.append(clean_page_text(raw))
+        fragments.append(found)
         # pypdf keeps every object it parsed (fonts, images, content streams) for the
         # reader's lifetime; dropping them after each page bounds memory by one page.
         reader.resolved_objects.clear()
     if len(errors) == n_pages:
         raise PdfReadError(f"damaged PDF: no page could be read ({errors[0]})", HINT_DAMAGED)
-    return texts
+    # Furniture is what repeats across pages, so the pages are laid out together.
+    pages = lay_out_pages(fragments, float(box.width), float(box.height))
+    removed = sum((p.removed for p in pages), start=Counter())
+    if removed:
+        log.debug("%s: left out of the running text: %s", name, ", ".join(f"{n} {k}" for k, n in removed.items()))
+    return [PageLayout(clean_page_text(p.text), [clean_block_text(a) for a in p.asides if a.strip()]) for p in pages]
 
 
 def _decrypt(reader: pypdf.PdfReader) -> None:

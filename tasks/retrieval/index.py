@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_META_KEYS = ["file", "page"]
+_META_KEYS = ["file", "page", "pages"]
 # The settings the index's chunks depend on: how the PDFs are read and how pages are cut.
 INDEX_SETTINGS = ("garbage_pdfs", "garbage_threshold", "chunk_size", "chunk_overlap", "chunk_by_section")
 _VECTORS, _IDS = "vectors.npy", "chunk_ids.json"
@@ -70,6 +70,7 @@ class Hit:
     page: int
     chunk_id: str
     text: str
+    pages: str = ""  # "3" or "3–4": a chunk may cross a page break
 
 
 @dataclass
@@ -97,7 +98,7 @@ class SearchIndex:
 def index_key(model_fingerprint: str, pdf_hashes: list[tuple[str, str]], settings: Settings) -> str:
     """What the index depends on, hashed: model, PDFs (path, sha256) and the reading and
     chunking settings (:data:`INDEX_SETTINGS`)."""
-    return stable_hash(["query-index-v3", model_fingerprint, sorted(pdf_hashes),
+    return stable_hash(["query-index-v4", model_fingerprint, sorted(pdf_hashes),
                         [getattr(settings, name) for name in INDEX_SETTINGS]])[:16]
 
 
@@ -142,7 +143,8 @@ def build_index(pdf_dir: Path, embed_model: Any, settings: Settings) -> tuple[An
         [c.text for c in chunks], batch_size=embed_model.embed_batch_size, normalize_embeddings=True,
         convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
     nodes = [
-        TextNode(id_=c.chunk_id, text=c.text, metadata={"file": c.source, "page": c.page}, embedding=v.tolist(),
+        TextNode(id_=c.chunk_id, text=c.text, metadata={"file": c.source, "page": c.page, "pages": c.pages},
+                 embedding=v.tolist(),
                  # Embed the text alone, as in training and evaluation; file and page are provenance.
                  excluded_embed_metadata_keys=_META_KEYS, excluded_llm_metadata_keys=_META_KEYS)
         for c, v in zip(chunks, vectors)
@@ -218,8 +220,9 @@ class Searcher:
     def _hit(self, rank: int, i: int, score: float) -> Hit:
         node = self.nodes[i]
         meta = node.metadata
-        return Hit(rank=rank, score=score, file=str(meta.get("file", "?")), page=int(meta.get("page", 0)),
-                   chunk_id=node.node_id, text=node.get_content())
+        page = int(meta.get("page", 0))
+        return Hit(rank=rank, score=score, file=str(meta.get("file", "?")), page=page,
+                   chunk_id=node.node_id, text=node.get_content(), pages=str(meta.get("pages", page)))
 
 
 def _persist_atomic(index: Any, chunk_ids: list[str], vectors: np.ndarray, where: Path) -> None:

@@ -303,6 +303,7 @@ def test_questions_file_prints_one_json_line_per_question_after_one_load(setup, 
         for r in line["results"]:
             assert r["text"] == texts[r["chunk_id"]]  # the whole chunk, not a snippet
             assert r["source"].endswith(".pdf") and r["page"] >= 1 and isinstance(r["score"], float)
+            assert r["pages"] == str(r["page"]) or r["pages"].startswith(f"{r['page']}–")
     assert "z-score fusion with dense weight 0.3" in captured.err
 
 
