@@ -30,11 +30,13 @@ MARK = re.compile(r"编号(\d+)")
 
 class RestartingServer:
     """``/v1/chat/completions`` that writes ``编号N的资料里，动物住在哪里？`` for the chunk marked
-    ``编号N``, and after ``down_after`` answers stops listening for ``down_s`` seconds."""
+    ``编号N``, and after ``down_after`` answers stops listening for ``down_s`` seconds, or,
+    given ``back``, until that event is set."""
 
-    def __init__(self, down_after: int, down_s: float) -> None:
+    def __init__(self, down_after: int, down_s: float, back: threading.Event | None = None) -> None:
         self.down_after = down_after
         self.down_s = down_s
+        self.back = back
         self.answered: Counter[int] = Counter()  # chunk number -> answers sent
         self.outages: list[tuple[float, float]] = []  # (stopped, started again), monotonic
         self.lock = threading.Lock()
@@ -80,7 +82,10 @@ class RestartingServer:
     def _outage(self) -> None:
         self._stop()
         stopped = time.monotonic()
-        time.sleep(self.down_s)
+        if self.back is None:
+            time.sleep(self.down_s)
+        else:
+            self.back.wait(self.down_s)
         self._start()  # the same port: allow_reuse_address is set by HTTPServer
         self.outages.append((stopped, time.monotonic()))
 
@@ -171,8 +176,27 @@ def test_the_questions_stage_is_retried_by_prefect_and_its_retry_asks_only_the_r
                                      for i, c in enumerate(chunks)])
     assert sum(map(len, load_chunks_file(chunks_path))) == 40
 
-    # Away for 2.5 s: longer than one try waits (1.5 s), and back before the second try gives up.
-    with RestartingServer(down_after=6, down_s=2.5) as server:
+    # Away until the stage's second try has started: the first try must give up (1.5 s of
+    # pauses), and the second finds the server back. A timer would race a loaded machine.
+    second_try = threading.Event()
+
+    class SecondTry(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tries = 0
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "answered before" in record.getMessage():  # each try's first line (no retry rounds here)
+                self.tries += 1
+                if self.tries == 2:
+                    second_try.set()
+
+    watcher = SecondTry()
+    generation_log = logging.getLogger("tasks.questions.generation")
+    level = generation_log.level
+    generation_log.setLevel(logging.INFO)
+    generation_log.addHandler(watcher)
+    with RestartingServer(down_after=6, down_s=60, back=second_try) as server:
         settings = _settings(server.url, tmp_path / "cache", wait_s=1.5)
 
         @flow
@@ -181,7 +205,11 @@ def test_the_questions_stage_is_retried_by_prefect_and_its_retry_asks_only_the_r
             return staged(chunks_path, settings, tmp_path / "train.json", tmp_path / "val.json",
                           tmp_path / "questions.jsonl", return_state=True)
 
-        state = questions_only()
+        try:
+            state = questions_only()
+        finally:
+            generation_log.removeHandler(watcher)
+            generation_log.setLevel(level)
     record = state.result()
     with get_client(sync_client=True) as client:
         task_run = client.read_task_run(state.state_details.task_run_id)
