@@ -406,3 +406,12 @@ def test_the_index_depends_on_every_reading_setting_and_the_chunk_shape():
 
     assert group_fields(("documents",)) <= set(INDEX_SETTINGS) <= group_fields(("documents", "chunking"))
     assert {"chunk_size", "chunk_overlap", "chunk_by_section"} <= set(INDEX_SETTINGS)
+
+
+def test_search_reads_no_private_attribute_of_llama_index():
+    # The index's vectors and model are the project's own (vectors.npy, chunk_ids.json beside the
+    # persisted index): a llama-index-core upgrade that renames its internals must not break search.
+    private = ("vector_store.data", "embedding_dict", "._embed_model", "._model")
+    for path in [*(REPO / "tasks" / "retrieval").glob("*.py"), REPO / "flows" / "query.py"]:
+        source = path.read_text(encoding="utf-8")
+        assert not [p for p in private if p in source], f"{path.name} reads {[p for p in private if p in source]}"
