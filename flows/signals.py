@@ -15,6 +15,12 @@ If the process has not exited ``grace_seconds`` after the signal (a C call that 
 return, a thread that does not finish), or a second signal arrives, its child processes
 are stopped and it exits at once.
 
+Two places lose the exception a handler raises, and with it the signal: a finalizer
+(``__del__``, run by the garbage collector at any bytecode) whose exceptions Python prints
+and drops, and Prefect's own bookkeeping when the signal lands while it creates a task
+run (it reports a ``ValueError`` chained to the signal). The first is delivered again
+(:func:`sys.unraisablehook`); the second is read from the chain when ``main`` fails.
+
 Usage::
 
     if __name__ == "__main__":
@@ -48,6 +54,8 @@ class Terminated(SystemExit):
 
 
 _signalled = threading.Event()
+_delivered_again = threading.Event()  # the next signal is one a finalizer swallowed, not a second one
+_previous_unraisablehook = sys.unraisablehook
 
 
 def default_signals() -> tuple[int, ...]:
@@ -62,12 +70,33 @@ def install(signals: Iterable[int] | None = None, grace_seconds: float = GRACE_S
 
     Call from the main thread, before Prefect starts its server.
     """
+    global _previous_unraisablehook
     taken = []
     for signum in signals if signals is not None else default_signals():
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, lambda s, _frame: _on_signal(s, grace_seconds))
             taken.append(signum)
+    if taken and sys.unraisablehook is not _deliver_again:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _deliver_again
     return taken
+
+
+def termination_signal(exc: BaseException | None) -> int | None:
+    """The signal behind ``exc``: its own (:class:`Terminated`, Prefect's
+    ``TerminationSignal``) or that of an exception it was raised from or while handling;
+    ``None`` if no termination signal is in the chain."""
+    from prefect.exceptions import TerminationSignal
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, Terminated):
+            return exc.signum
+        if isinstance(exc, TerminationSignal):
+            return exc.signal
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def exit_cleanly_on_signals(main: Callable[[], int], grace_seconds: float = GRACE_SECONDS) -> int:
@@ -76,10 +105,13 @@ def exit_cleanly_on_signals(main: Callable[[], int], grace_seconds: float = GRAC
     install(grace_seconds=grace_seconds)
     try:
         return main()
-    except Terminated as stop:
-        _say(f"\nstopped by {stop.signal_name}: the stages that finished are kept; "
+    except BaseException as e:
+        signum = termination_signal(e)
+        if signum is None:
+            raise
+        _say(f"\nstopped by {signal.Signals(signum).name}: the stages that finished are kept; "
              "run the same command again to continue")
-        return stop.code
+        return 128 + signum
 
 
 def stop_children(timeout: float = 5.0) -> list[int]:
@@ -106,11 +138,30 @@ def stop_children(timeout: float = 5.0) -> list[int]:
 
 
 def _on_signal(signum: int, grace_seconds: float) -> None:
-    if _signalled.is_set():  # asked twice: stop waiting
+    again = _delivered_again.is_set()
+    _delivered_again.clear()
+    if _signalled.is_set() and not again:  # asked twice: stop waiting
         _exit_now(signum, "a second signal")
-    _signalled.set()
-    threading.Thread(target=_watchdog, args=(signum, grace_seconds), name="exit-watchdog", daemon=True).start()
+    if not _signalled.is_set():
+        _signalled.set()
+        threading.Thread(target=_watchdog, args=(signum, grace_seconds), name="exit-watchdog", daemon=True).start()
     raise Terminated(signum)
+
+
+def _deliver_again(unraisable: "sys.UnraisableHookArgs") -> None:
+    # A finalizer was running when the handler raised: Python dropped the exception, and
+    # the run would go on as if never signalled. Signal again, a moment later from another
+    # thread: the handler (ours, or Prefect's during a flow) then raises in the main thread
+    # after this hook has returned (signalled from here, it would run inside the hook,
+    # which drops its exception too; inside another finalizer, this hook runs again).
+    signum = termination_signal(unraisable.exc_value)
+    if signum is None:
+        _previous_unraisablehook(unraisable)
+        return
+    _delivered_again.set()
+    again = threading.Timer(0.1, os.kill, args=(os.getpid(), signum))
+    again.daemon = True
+    again.start()
 
 
 def _watchdog(signum: int, grace_seconds: float) -> None:

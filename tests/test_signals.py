@@ -1,5 +1,6 @@
 """flows/signals.py: a termination signal ends the process cleanly (atexit handlers run, exit
-code 128 + signal), and a process that does not stop in time is ended with its children."""
+code 128 + signal), and a process that does not stop in time is ended with its children.
+A signal whose exception Python or Prefect loses on the way still ends the run."""
 
 from __future__ import annotations
 
@@ -39,6 +40,55 @@ CHILD = textwrap.dedent("""
 
     sys.exit(exit_cleanly_on_signals(main, grace_seconds=float(sys.argv[2])))
 """)
+
+
+# A signal that lands while a finalizer runs (the garbage collector calls them at any
+# bytecode): the handler's exception is dropped by Python. "flow" signals inside a Prefect
+# flow run (Prefect's handler raises), "plain" outside one (ours raises); "masked" is
+# Prefect's bookkeeping reporting a ValueError raised while it handled the signal.
+SWALLOWED = textwrap.dedent("""
+    import os, signal, sys, time
+    from prefect import flow
+    from prefect.exceptions import TerminationSignal
+    from flows.signals import exit_cleanly_on_signals
+
+    class SignalsInItsFinalizer:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):  # the handler runs here, inside the finalizer
+                pass
+
+    def work():
+        if sys.argv[1] == "masked":
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)
+            except TerminationSignal:
+                raise ValueError("Task run is not set")
+        SignalsInItsFinalizer()
+        for _ in range(100):
+            time.sleep(0.1)
+        print("never signalled", flush=True)
+
+    def main():
+        if sys.argv[1] == "plain":
+            work()
+        else:
+            flow(name="signalled")(work)()
+        return 0
+
+    sys.exit(exit_cleanly_on_signals(main))
+""")
+
+
+@pytest.mark.parametrize("where", ["plain", "flow", "masked"])
+def test_a_signal_whose_exception_is_lost_still_ends_the_run(where, prefect_home, tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-c", SWALLOWED, where], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **prefect_home(tmp_path / "home")}, timeout=300)
+    assert done.returncode == 143, done.stdout + done.stderr
+    assert "never signalled" not in done.stdout
+    assert "stopped by SIGTERM" in done.stderr
+    assert "Exception ignored" not in done.stderr
 
 
 def _start(mode: str, grace: float) -> tuple[subprocess.Popen, int]:
