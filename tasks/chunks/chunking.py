@@ -5,6 +5,10 @@ sentence the break cuts in two stays whole, and each chunk records the pages it 
 (``page`` to ``last_page``). Tables and footnotes the reader kept apart from the running text
 (:attr:`~tasks.core.records.Page.asides`) are chunked on their own, one page at a time.
 
+Sentences end where Chinese and English ones do (:func:`sentences`), and a chunk's
+overlap with the one before is made of whole sentences: an answer cut by a chunk border is
+whole in one of the two more often.
+
 A chunk's id is derived from its document and its text, so the same PDF gives the
 same ids on every run and the per-chunk generation cache lines up across runs.
 
@@ -37,7 +41,30 @@ _META_KEYS = ["doc_id", "source", "page"]
 _CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff01-\uff9f\U00020000-\U0003134f]")
 # A paragraph's first line fills a column (20 CJK characters or more); a heading is shorter.
 _FULL_LINE = 20
+# After 。！？!? and the closing quotes and brackets that follow them; before the space after
+# an English sentence's full stop; at line breaks. Not at the "." of a list number ("1.因").
+_SENTENCE_BREAK = re.compile(r"(?<=[。！？!?])[’”」』）)\]】》〉\"']*|(?<=[.!?])(?=\s)|\n+")
 _SENTENCE_END = re.compile(r"[。！？；：…!?;:.．]['\"’”」』）)\]】》〉]*$")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut into sentences, every character kept: the splitter's unit of overlap.
+
+    LlamaIndex's default sentence tokenizer (NLTK's punkt) is trained on English: in Chinese
+    it ends a sentence at a list number's "." and never at "。", so a whole paragraph is one
+    "sentence" too long to be carried over as overlap, and a chunk may end at "1.".
+
+    >>> sentences("经审理查明，1.被告于2015年签订合同。原告“已付款。”次日\\n交货！OK. Done")
+    ['经审理查明，1.被告于2015年签订合同。', '原告“已付款。”', '次日\\n', '交货！', 'OK.', ' Done']
+    """
+    pieces, start = [], 0
+    for m in _SENTENCE_BREAK.finditer(text):
+        if m.end() > start:
+            pieces.append(text[start:m.end()])
+            start = m.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
 
 
 def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
@@ -79,7 +106,7 @@ def chunk_documents(
     no chunk runs across a heading, and each chunk starts with its section's heading on a
     line of its own; such chunks stay on one page.
     """
-    splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, chunking_tokenizer_fn=sentences)
     chunks: list[Chunk] = []
     seen: dict[tuple[str, str], int] = {}
 

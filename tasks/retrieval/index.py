@@ -96,9 +96,12 @@ class SearchIndex:
 
 
 def index_key(model_fingerprint: str, pdf_hashes: list[tuple[str, str]], settings: Settings) -> str:
-    """What the index depends on, hashed: model, PDFs (path, sha256) and the reading and
-    chunking settings (:data:`INDEX_SETTINGS`)."""
-    return stable_hash(["query-index-v4", model_fingerprint, sorted(pdf_hashes),
+    """What the index depends on, hashed: model, PDFs (path, sha256), the reading and
+    chunking settings (:data:`INDEX_SETTINGS`) and the code that reads, chunks and embeds
+    (an upgrade that chunks otherwise builds the index again)."""
+    from tasks.core.caching import code_fingerprint
+
+    return stable_hash(["query-index", code_fingerprint(__name__), model_fingerprint, sorted(pdf_hashes),
                         [getattr(settings, name) for name in INDEX_SETTINGS]])[:16]
 
 

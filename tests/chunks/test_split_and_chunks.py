@@ -65,3 +65,19 @@ def test_chunks_are_stable_and_keep_provenance():
     for c in a:
         page_text = TEXT if c.doc_id == "d1" else TEXT[::-1]
         assert c.text in page_text
+
+
+def test_chunks_end_and_overlap_at_chinese_sentence_ends():
+    """The splitter's sentences are Chinese ones: a chunk ends after 。, never at a list
+    number's "." ("1.因…"), and the next chunk starts with the last whole sentence(s) of the
+    one before, so an answer the border cuts is whole in one of them."""
+    sentences = [f"第{i}项，{i}.因被告人未按期支付第{i}期货款，原告于2015年{i % 12 + 1}月起诉。" for i in range(1, 30)]
+    page = Page(doc_id="d1", source="d1.pdf", page=1, text="".join(sentences))
+    chunks = chunk_documents([Document(doc_id="d1", source="d1.pdf", pages=[page])], chunk_size=120, chunk_overlap=40)
+    assert len(chunks) > 3
+    for before, after in zip(chunks, chunks[1:]):
+        assert before.text.endswith("。"), before.text[-20:]
+        last_sentence = before.text[before.text.rstrip("。").rfind("。") + 1:]
+        assert after.text.startswith(last_sentence), (before.text[-60:], after.text[:60])
+    for s in sentences:  # each sentence whole in some chunk
+        assert any(s in c.text for c in chunks), s

@@ -408,6 +408,24 @@ def test_the_index_depends_on_every_reading_setting_and_the_chunk_shape():
     assert {"chunk_size", "chunk_overlap", "chunk_by_section"} <= set(INDEX_SETTINGS)
 
 
+def test_the_index_depends_on_the_code_that_reads_and_chunks(tmp_path, monkeypatch):
+    """An upgrade that reads or chunks otherwise must not serve the index the old code built."""
+    import shutil
+
+    import tasks.core.caching as caching
+    from tasks.retrieval.index import index_key
+
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO / "tasks", copy / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(caching, "PROJECT_ROOT", copy)
+    fingerprint = caching.code_fingerprint
+    monkeypatch.setattr(caching, "code_fingerprint", lambda module, root=copy: fingerprint(module, root))
+    before = index_key("m", [("a.pdf", "x")], Settings())
+    chunking = copy / "tasks" / "chunks" / "chunking.py"
+    chunking.write_text(chunking.read_text(encoding="utf-8") + "\n# chunked otherwise\n", encoding="utf-8")
+    assert index_key("m", [("a.pdf", "x")], Settings()) != before
+
+
 def test_search_reads_no_private_attribute_of_llama_index():
     # The index's vectors and model are the project's own (vectors.npy, chunk_ids.json beside the
     # persisted index): a llama-index-core upgrade that renames its internals must not break search.
