@@ -294,7 +294,8 @@ def generate_questions(
     stats.chunks_with_questions = len(kept)
     stats.dropped = dict(judge.dropped)
     without = [
-        {"chunk_id": asked[i].chunk_id, "source": asked[i].source, "page": asked[i].page, "reason": outcome[i]}
+        {"chunk_id": asked[i].chunk_id, "source": asked[i].source, "page": asked[i].page,
+         "pages": asked[i].pages, "reason": outcome[i]}
         for i in pending
     ]
     failed = [w for w in without if w["reason"] != ALL_DROPPED]
@@ -363,7 +364,7 @@ def check_failed_share(failed: list[dict[str, Any]], n_asked: int, max_share: fl
 
 
 def _describe(failure: dict[str, Any]) -> str:
-    return f"{failure['source']} p.{failure['page']} chunk {failure['chunk_id'][:12]}: {failure['reason']}"
+    return f"{failure['source']} p.{failure.get('pages', failure['page'])} chunk {failure['chunk_id'][:12]}: {failure['reason']}"
 
 
 def _ask(

@@ -97,7 +97,7 @@ def render_generation_report(stats: dict[str, Any], round_trip: dict[str, Any] |
             "| source | page | chunk | why |",
             "|---|---:|---|---|",
             *(
-                f"| {_cell(w['source'])} | {w['page']} | `{w['chunk_id'][:12]}` | {_cell(w['reason'])} |"
+                f"| {_cell(w['source'])} | {w.get('pages', w['page'])} | `{w['chunk_id'][:12]}` | {_cell(w['reason'])} |"
                 for w in without[:LISTED_FAILURES]
             ),
         ]

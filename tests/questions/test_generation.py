@@ -48,7 +48,8 @@ class CountingWriter:
 
 
 def _chunks(n: int, prefix: str = "段落") -> list[Chunk]:
-    return [Chunk(f"{prefix}{i}", "d", "d.pdf", 1, f"{prefix}内容第{i}段，讲的是一件事。") for i in range(n)]
+    # Chunk i lies on pages i+1 to i+2, as a chunk across a page break does.
+    return [Chunk(f"{prefix}{i}", "d", "d.pdf", i + 1, f"{prefix}内容第{i}段，讲的是一件事。", i + 2) for i in range(n)]
 
 
 def _settings(tmp_path: Path, **kw) -> Settings:
@@ -293,6 +294,7 @@ def test_llm_errors_are_retried_alone_recorded_and_fail_the_run_only_above_the_s
     assert r.stats.failed_chunks == 1
     [failure] = r.stats.chunks_without_question
     assert failure["chunk_id"] == "段落5" and failure["source"] == "d.pdf"
+    assert failure["pages"] == "6–7"  # the chunk's page range, as reports show it
     assert failure["reason"] == "LLM error: ConnectionError: server answered 500"
 
     # Above the share: a clear error naming the chunk, after caching every answer received.

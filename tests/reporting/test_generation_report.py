@@ -38,7 +38,7 @@ def test_report_counts_and_shows_examples_of_every_reason(tmp_path):
     # The chunks left without a question, failures (no question at all) first.
     section = md.split("## Chunks without a question", 1)[1]
     assert section.index("段落3") < section.index("段落1")
-    assert "| d.pdf | 1 | `段落3` | no question in the answer |" in section
+    assert "| d.pdf | 4–5 | `段落3` | no question in the answer |" in section
     assert "every question dropped by the filters" in section
 
 
