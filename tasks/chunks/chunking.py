@@ -3,7 +3,8 @@
 A document's running text is split as one text: a chunk may cross a page break, so a
 sentence the break cuts in two stays whole, and each chunk records the pages it lies on
 (``page`` to ``last_page``). Tables and footnotes the reader kept apart from the running text
-(:attr:`~tasks.core.records.Page.asides`) are chunked on their own, one page at a time.
+(:attr:`~tasks.core.records.Page.asides`) are chunked on their own, one page at a time, and
+so is a reference list at the end of the text (after a heading 参考文献 or References).
 
 Sentences end where Chinese and English ones do (:func:`sentences`), and a chunk's
 overlap with the one before is made of whole sentences: an answer cut by a chunk border is
@@ -44,6 +45,9 @@ _FULL_LINE = 20
 # After 。！？!? and the closing quotes and brackets that follow them; before the space after
 # an English sentence's full stop; at line breaks. Not at the "." of a list number ("1.因").
 _SENTENCE_BREAK = re.compile(r"(?<=[。！？!?])[’”」』）)\]】》〉\"']*|(?<=[.!?])(?=\s)|\n+")
+# A reference list's heading, on a line of its own.
+_REFERENCES_HEADING = re.compile(r"^[ \t]*(?:参\s*考\s*文\s*献|引用文献|references|bibliography|works cited)[ \t]*[:：]?[ \t]*$",
+                                 re.IGNORECASE | re.MULTILINE)
 _SENTENCE_END = re.compile(r"[。！？；：…!?;:.．]['\"’”」』）)\]】》〉]*$")
 
 
@@ -129,9 +133,13 @@ def chunk_documents(
                         else node.get_content(), section.page, section.page)
         else:
             text, starts = _running_text(pages)
-            if text.strip():
-                for node in splitter.get_nodes_from_documents([_li_document(pages[0], text)]):
-                    first, last = _page_range(node, text, starts, pages)
+            for begin, end in _body_and_references(text):
+                part = text[begin:end]
+                if not part.strip():
+                    continue
+                shifted = [s - begin for s in starts]
+                for node in splitter.get_nodes_from_documents([_li_document(pages[0], part)]):
+                    first, last = _page_range(node, part, shifted, pages)
                     add(doc, node.get_content(), first, last)
         for page in pages:
             for aside in page.asides:
@@ -147,6 +155,23 @@ def _li_document(page: Page, text: str) -> LIDocument:
         excluded_embed_metadata_keys=_META_KEYS,
         excluded_llm_metadata_keys=_META_KEYS,
     )
+
+
+def _body_and_references(text: str) -> list[tuple[int, int]]:
+    """Where the body and the reference list of a running text lie: ``[(0, len)]``, or two
+    spans cut at the last line that is a reference-list heading alone (参考文献, References)
+    in the second half of the text. Chunked apart, no chunk mixes the two.
+
+    >>> text = "正文第一句。" * 20 + "\\n参考文献\\n[1] 张三. 论文. 2019.\\n"
+    >>> [text[b:e][:4] for b, e in _body_and_references(text)]
+    ['正文第一', '参考文献']
+    """
+    heading = None
+    for m in _REFERENCES_HEADING.finditer(text):
+        heading = m
+    if heading is None or heading.start() < len(text) / 2:
+        return [(0, len(text))]
+    return [(0, heading.start()), (heading.start(), len(text))]
 
 
 def _running_text(pages: list[Page]) -> tuple[str, list[int]]:

@@ -212,3 +212,20 @@ def test_a_number_drawn_as_the_last_word_of_a_line_stays(tmp_path: Path) -> None
             x += pdf.get_string_width(word + " ")
     (text,), _ = read_pdf(_write(pdf, tmp_path))
     assert all(str(2016 + i) in text for i in range(4))
+
+
+def test_a_reference_list_is_chunked_apart_from_the_running_text(tmp_path: Path) -> None:
+    pdf = _pdf()
+    references = [f"[{i}] Author {i}. A study of contracts, volume {i}. Law Press, 2019." for i in range(1, 9)]
+    _lines(pdf, _body()[:50] + ["References", *references])
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    _write(pdf, folder)
+    (doc,) = load_documents(folder).documents
+    # A chunk may hold several sentences and its overlap a whole one: plenty of room to mix.
+    chunks = chunk_documents([doc], chunk_size=200, chunk_overlap=40)
+    with_refs = [c for c in chunks if "Law Press" in c.text]
+    assert with_refs and all("Sentence" not in c.text for c in with_refs), [c.text[:80] for c in with_refs]
+    assert with_refs[0].text.startswith("References") and with_refs[-1].last_page == 2
+    assert all(any(r in c.text for c in chunks) for r in references)  # nothing lost
+    assert all(any(s in c.text for c in chunks) for s in _body()[:50])
