@@ -48,10 +48,6 @@ class Terminated(SystemExit):
         super().__init__(128 + signum)
         self.signum = signum
 
-    @property
-    def signal_name(self) -> str:
-        return signal.Signals(self.signum).name
-
 
 _signalled = threading.Event()
 _delivered_again = threading.Event()  # the next signal is one a finalizer swallowed, not a second one
