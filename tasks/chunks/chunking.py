@@ -48,6 +48,8 @@ _SENTENCE_BREAK = re.compile(r"(?<=[。！？!?])[’”」』）)\]】》〉\"'
 # A reference list's heading, on a line of its own.
 _REFERENCES_HEADING = re.compile(r"^[ \t]*(?:参\s*考\s*文\s*献|引用文献|references|bibliography|works cited)[ \t]*[:：]?[ \t]*$",
                                  re.IGNORECASE | re.MULTILINE)
+# The layout writes a table as markdown: a header row, then its |---| rule.
+_MARKDOWN_RULE = re.compile(r"^\|(?:-{3,}\|)+$", re.MULTILINE)
 _SENTENCE_END = re.compile(r"[。！？；：…!?;:.．]['\"’”」』）)\]】》〉]*$")
 
 
@@ -114,14 +116,15 @@ def chunk_documents(
     chunks: list[Chunk] = []
     seen: dict[tuple[str, str], int] = {}
 
-    def add(doc: Document, text: str, first: int, last: int) -> None:
+    def add(doc: Document, text: str, first: int, last: int, kind: str = "text") -> None:
         text = text.strip()
         if not text:
             return
         key = (doc.doc_id, text)
         occurrence = seen.get(key, 0)
         seen[key] = occurrence + 1
-        chunks.append(Chunk(chunk_id_for(doc.doc_id, text, occurrence), doc.doc_id, doc.source, first, text, last))
+        chunks.append(Chunk(chunk_id_for(doc.doc_id, text, occurrence), doc.doc_id, doc.source, first, text, last,
+                            kind))
 
     for doc in documents:
         pages = sorted(doc.pages, key=lambda p: p.page)
@@ -133,18 +136,19 @@ def chunk_documents(
                         else node.get_content(), section.page, section.page)
         else:
             text, starts = _running_text(pages)
-            for begin, end in _body_and_references(text):
+            for (begin, end), kind in zip(_body_and_references(text), ("text", "references")):
                 part = text[begin:end]
                 if not part.strip():
                     continue
                 shifted = [s - begin for s in starts]
                 for node in splitter.get_nodes_from_documents([_li_document(pages[0], part)]):
                     first, last = _page_range(node, part, shifted, pages)
-                    add(doc, node.get_content(), first, last)
+                    add(doc, node.get_content(), first, last, kind)
         for page in pages:
             for aside in page.asides:
+                kind = "table" if _MARKDOWN_RULE.search(aside) else "footnote"
                 for node in splitter.get_nodes_from_documents([_li_document(page, aside)]):
-                    add(doc, node.get_content(), page.page, page.page)
+                    add(doc, node.get_content(), page.page, page.page, kind)
     return chunks
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tasks.core.fileio import read_jsonl, write_jsonl_atomic
-from tasks.core.records import Chunk
+from tasks.core.records import CHUNK_KINDS, Chunk
 from tasks.core.settings import Settings
 from tasks.core.stage import stage, stage_logger
 from tasks.documents.stage import load_documents_file
@@ -35,10 +36,12 @@ class ChunksRecord:
     n_train_chunks: int
     n_val_chunks: int
     split_by: str
+    kinds: dict[str, int] = field(default_factory=dict)  # chunks of each kind but running text
 
 
 def _chunks_summary(record: ChunksRecord, cached: bool) -> dict:
-    return {"train_chunks": record.n_train_chunks, "val_chunks": record.n_val_chunks}
+    return {"train_chunks": record.n_train_chunks, "val_chunks": record.n_val_chunks,
+            **{f"{kind}_chunks": record.kinds.get(kind, 0) for kind in CHUNK_KINDS[1:]}}
 
 
 @stage("chunks", writes=("out_path",), settings=("chunking",), summary=_chunks_summary)
@@ -54,7 +57,8 @@ def chunk(documents_path: Path, plan: dict[str, Any], settings: Settings, out_pa
         Path(out_path),
         [{**c.to_dict(), "split": "train"} for c in train] + [{**c.to_dict(), "split": "val"} for c in val],
     )
-    return ChunksRecord(Path(out_path), len(train), len(val), plan["by"])
+    kinds = Counter(c.kind for c in chunks if c.kind != "text")
+    return ChunksRecord(Path(out_path), len(train), len(val), plan["by"], dict(kinds))
 
 
 def load_chunks_file(path: str | Path) -> tuple[list[Chunk], list[Chunk]]:

@@ -51,6 +51,11 @@ class Document:
         )
 
 
+# What a chunk holds: running text, a table (markdown), a footnote, or a reference list; the
+# last three are chunked apart from the running text they would interrupt.
+CHUNK_KINDS = ("text", "table", "footnote", "references")
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A piece of a page that gets its own question(s). chunk_id is derived from content."""
@@ -61,6 +66,7 @@ class Chunk:
     page: int  # the page it starts on
     text: str
     last_page: int | None = None  # the page it ends on (a chunk may cross pages); None: page
+    kind: str = "text"  # one of CHUNK_KINDS
 
     @property
     def pages(self) -> str:

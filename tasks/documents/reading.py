@@ -34,7 +34,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -97,6 +97,8 @@ class DocumentsResult:
     skipped: list[SkippedFile]
     n_files: int  # PDF files found, duplicates and skipped ones included
     n_pages: int  # pages with text, over all documents
+    # What the layout left out of the running text, over all documents: kind -> pieces of text.
+    left_out: Counter = field(default_factory=Counter)
 
 
 def find_pdfs(pdf_dir: Path) -> list[Path]:
@@ -238,6 +240,7 @@ def load_documents(
     documents: list[Document] = []
     skipped: list[SkippedFile] = []
     seen: dict[str, Document | SkippedFile] = {}  # content hash -> what became of it
+    left_out: Counter = Counter()
 
     def skip(source: str, reason: str, hint: str) -> SkippedFile:
         # One line per bad file: which file, why, and what to do.
@@ -269,6 +272,8 @@ def load_documents(
             seen[digest] = skip(source, exc.reason, exc.hint)
             continue
         n_pages = len(laid_out)
+        for p in laid_out:
+            left_out.update(p.removed)
         pages = [Page(doc_id=digest, source=source, page=i, text=p.text, asides=p.asides)
                  for i, p in enumerate(laid_out, 1) if p.text or p.asides]
         doc = Document(doc_id=digest, source=source, pages=pages, n_pages_total=n_pages)
@@ -289,7 +294,8 @@ def load_documents(
         raise NoUsableDocumentsError(
             _no_documents_message(pdf_dir, len(paths), skipped), pdf_dir=pdf_dir, n_files=len(paths), skipped=skipped
         )
-    return DocumentsResult(documents=documents, skipped=skipped, n_files=len(paths), n_pages=n_pages_kept)
+    return DocumentsResult(documents=documents, skipped=skipped, n_files=len(paths), n_pages=n_pages_kept,
+                           left_out=left_out)
 
 
 # --- reading one file ------------------------------------------------------------
@@ -362,7 +368,8 @@ def _read_pages(stream: BinaryIO, name: str, log: logging.Logger, quality: TextQ
     removed = sum((p.removed for p in pages), start=Counter())
     if removed:
         log.debug("%s: left out of the running text: %s", name, ", ".join(f"{n} {k}" for k, n in removed.items()))
-    return [PageLayout(clean_page_text(p.text), [clean_block_text(a) for a in p.asides if a.strip()]) for p in pages]
+    return [PageLayout(clean_page_text(p.text), [clean_block_text(a) for a in p.asides if a.strip()], p.removed)
+            for p in pages]
 
 
 def _decrypt(reader: pypdf.PdfReader) -> None:

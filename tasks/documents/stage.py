@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tasks.core.fileio import read_jsonl, write_jsonl_atomic
@@ -19,11 +19,13 @@ class DocumentsRecord:
     n_pages: int
     n_duplicates: int
     skipped: list[dict[str, str]]
+    left_out: dict[str, int] = field(default_factory=dict)  # what the layout took out of the running text
 
 
 def _summary(record: DocumentsRecord, cached: bool) -> dict:
     return {"files": record.n_files, "documents": record.n_documents, "pages": record.n_pages,
-            "duplicates": record.n_duplicates, "skipped": len(record.skipped), "skipped_files": record.skipped}
+            "duplicates": record.n_duplicates, "skipped": len(record.skipped), "skipped_files": record.skipped,
+            "left_out": record.left_out}
 
 
 @stage("documents", writes=("out_path",), settings=("documents",), summary=_summary)
@@ -41,6 +43,7 @@ def read_documents(pdf_dir: Path, out_path: Path, settings: Settings) -> Documen
         n_pages=result.n_pages,
         n_duplicates=sum(len(d.duplicates) for d in result.documents),
         skipped=[asdict(s) for s in result.skipped],
+        left_out=dict(result.left_out),
     )
 
 

@@ -376,11 +376,35 @@ def _dataset_lines(stages: Mapping[str, Mapping[str, Any]]) -> list[str]:
         ("training", "epochs", "epochs"),
         ("training", "steps_run", "training steps run"),
     ]
-    return [
+    lines = [
         f"- {label}: {stages[stage][key]}"
         for stage, key, label in wanted
         if stage in stages and stages[stage].get(key) is not None
     ]
+    return lines + _layout_lines(stages)
+
+
+# Page furniture the reader drops; the layout's other kinds ("table cell", "footnote") are moved
+# into chunks of their own, which the chunks stage counts.
+_FURNITURE = ("running header or footer", "page number", "watermark", "margin line number")
+
+
+def _layout_lines(stages: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What the reader left out of the running text, and what the chunker kept apart from it."""
+    lines = []
+    left_out = (stages.get("documents") or {}).get("left_out")
+    if left_out is not None:
+        dropped = [f"{k} {left_out[k]}" for k in _FURNITURE if left_out.get(k)]
+        lines.append("- page furniture left out of the text (text pieces): " + (", ".join(dropped) or "none"))
+    chunks = stages.get("chunks") or {}
+    if "table_chunks" in chunks:
+        lines.append(
+            f"- chunks apart from the running text: {chunks['table_chunks']} of tables (as markdown), "
+            f"{chunks.get('footnote_chunks', 0)} of footnotes, {chunks.get('references_chunks', 0)} of reference "
+            "lists. They stay in the corpus, search ranks them like any chunk, and the LLM is asked about them "
+            "unless `skip_low_value_chunks` finds them mostly numbers or references (docs/architecture.md, "
+            "Chunks)")
+    return lines
 
 
 def _model_lines(summary: Mapping[str, Any]) -> list[str]:

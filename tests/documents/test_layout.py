@@ -229,3 +229,42 @@ def test_a_reference_list_is_chunked_apart_from_the_running_text(tmp_path: Path)
     assert with_refs[0].text.startswith("References") and with_refs[-1].last_page == 2
     assert all(any(r in c.text for c in chunks) for r in references)  # nothing lost
     assert all(any(s in c.text for c in chunks) for s in _body()[:50])
+
+
+def test_the_report_counts_the_furniture_left_out_and_the_chunks_kept_apart(tmp_path: Path) -> None:
+    from tasks.reporting.tables import render_report
+
+    pdf = _pdf()
+    _lines(pdf, _body()[:5])
+    rows = [("Item", "Amount", "Paid by"), ("Court fee", "2300", "Defendant"), ("Expert fee", "4000", "Plaintiff")]
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            pdf.text(22 + 50 * c, 75 + 7 * r, cell)
+    _lines(pdf, _body()[5:50], top=100)
+    pdf.set_font("helvetica", size=8)
+    pdf.text(20, 276, "1 Names of the parties are changed.")
+    pdf.add_page()
+    _lines(pdf, ["References", *[f"[{i}] Author {i}. A study of contracts. Law Press, 2019." for i in range(1, 6)]])
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    _write(pdf, folder)
+    result = load_documents(folder)
+    chunks = chunk_documents(result.documents, chunk_size=200, chunk_overlap=20)
+    kinds = {c.kind for c in chunks}
+    assert kinds == {"text", "table", "footnote", "references"}, kinds
+    assert next(c for c in chunks if c.kind == "table").text.startswith("| Item | Amount | Paid by |")
+    assert all("Law Press" in c.text for c in chunks if c.kind == "references")
+    # Three pages, each with a header, a footer ("Page N of 3") and a watermark.
+    assert result.left_out["watermark"] == 3 and result.left_out["running header or footer"] == 6
+
+    from tasks.chunks.stage import ChunksRecord, _chunks_summary
+    from tasks.documents.stage import DocumentsRecord, _summary
+
+    documents = _summary(DocumentsRecord(folder, 1, 1, 3, 0, [], dict(result.left_out)), cached=False)
+    counts = {k: sum(c.kind == k for c in chunks) for k in ("table", "footnote", "references")}
+    stages = {"documents": documents,
+              "chunks": _chunks_summary(ChunksRecord(folder, len(chunks), 0, "document", counts), cached=False)}
+    report = render_report({"base": {"ndcg@10": 0.5}}, {"stages": stages}, {})
+    assert f"watermark {result.left_out['watermark']}" in report
+    assert (f"{counts['table']} of tables (as markdown), {counts['footnote']} of footnotes, "
+            f"{counts['references']} of reference lists") in report
