@@ -121,7 +121,17 @@ def lay_out_pages(pages: Sequence[Sequence[Fragment]], width: float, height: flo
     running = _running_lines(pages, width, height)
     if len(pages) == 1:
         running |= {_key(f) for f in _small_top_lines(pages[0], height)}
-    return [_lay_out(fragments, width, height, running) for fragments in pages]
+    edges = [_edge_cells(_body(fragments, height, running)[1]) for fragments in pages]
+    layouts: list[PageLayout] = []
+    header: list[str] | None = None  # the header row of a table that ran to the foot of the page before
+    for i, fragments in enumerate(pages):
+        # A row alone at the top (foot) of a page is a table's when the page before (after)
+        # has a row of as many cells at its foot (top): a table cut by the page break.
+        top = edges[i][0] if i > 0 and edges[i][0] == edges[i - 1][1] else None
+        bottom = edges[i][1] if i + 1 < len(pages) and edges[i][1] == edges[i + 1][0] else None
+        layout, header = _lay_out(fragments, width, height, running, top, bottom, header if top else None)
+        layouts.append(layout)
+    return layouts
 
 
 def _key(fragment: Fragment) -> tuple[str, int]:
@@ -170,7 +180,8 @@ def _furniture(f: Fragment, height: float, running: set[tuple[str, int]], alone:
     return None
 
 
-def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running: set) -> PageLayout:
+def _body(fragments: Sequence[Fragment], height: float, running: set) -> tuple[list[Fragment], list[Fragment], Counter]:
+    """The page less its furniture: every fragment kept (glue too), the placed ones, and what went."""
     removed: Counter = Counter()
     keep: list[Fragment] = []
     per_line = Counter(round(f.y / 2) for f in fragments if f.placed and not f.diagonal)
@@ -186,25 +197,41 @@ def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running
         removed["margin line number"] += len(margin)
         keep = [f for f in keep if id(f) not in margin]
         body = [f for f in keep if f.placed]
+    return keep, body, removed
+
+
+def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running: set, top: int | None,
+             bottom: int | None, header: list[str] | None) -> tuple[PageLayout, list[str] | None]:
+    """The page laid out, and the header row of a table that runs on to the next page.
+
+    ``top``/``bottom``: the cells of a row alone at the page's top or foot that is part of a
+    table cut by the page break; ``header``: that table's header row, repeated over its rest."""
+    keep, body, removed = _body(fragments, height, running)
     columns = _columns(body, width)
-    tables = _tables(body, columns)
+    tables = _tables(body, columns, top, bottom)
     in_table = {id(f) for rows in tables for row in rows for f in row}
     # A table in a smaller type at the foot of the page is not a footnote.
     notes = _footnotes([f for f in body if id(f) not in in_table], height,
                        min((f.y for rows in tables for row in rows for f in row), default=math.inf))
-    asides = [_markdown(rows) for rows in tables]
+    cells = [[[f.text.strip() for f in row] for row in rows] for rows in tables]
+    lines = _lines(body)
+    runs_on = bool(bottom and tables and tables[-1][-1] == lines[-1])
+    if header and tables and tables[0][0] == lines[0] and cells[0][0] != header:
+        cells[0].insert(0, header)
+    asides = [_markdown(rows) for rows in cells]
     if notes:
         removed["footnote"] += len(notes)
         asides.append("\n".join(f.text.strip() for f in sorted(notes, key=lambda f: (-f.y, f.x))))
         noted = {id(f) for f in notes}
         keep = [f for f in keep if id(f) not in noted]
         body = [f for f in body if id(f) not in noted]
+    carried = cells[-1][0] if runs_on else None
     if not columns and not tables:
-        return PageLayout("".join(f.text for f in keep), asides, removed)
+        return PageLayout("".join(f.text for f in keep), asides, removed), carried
     # Rebuilt from positions: pypdf's order follows the file's, not the reader's.
     removed["table cell"] += len(in_table)
     text = _text_in_reading_order([f for f in body if id(f) not in in_table], columns)
-    return PageLayout(text, asides, removed)
+    return PageLayout(text, asides, removed), carried
 
 
 def _margin_numbers(body: Sequence[Fragment]) -> list[Fragment]:
@@ -257,39 +284,61 @@ def _columns(body: Sequence[Fragment], width: float) -> float | None:
     return x - 1 if len(across) <= n // 10 else None
 
 
-def _tables(body: Sequence[Fragment], columns: float | None) -> list[list[list[Fragment]]]:
-    """Runs of two or more lines of three or more short cells, per column."""
+def _lines(fragments: Sequence[Fragment]) -> list[list[Fragment]]:
+    """The fragments by line, top to bottom, each line left to right."""
+    by_y: dict[int, list[Fragment]] = defaultdict(list)
+    for f in fragments:
+        by_y[round(f.y)].append(f)
+    return [sorted(by_y[y], key=lambda f: f.x) for y in sorted(by_y, reverse=True)]
+
+
+def _is_row(line: Sequence[Fragment]) -> bool:
+    """Three or more short cells that stand apart (the words of a line drawn one by one do not)."""
+    return len(line) >= 3 and all(len(f.text.strip()) <= 20 for f in line) and all(
+        b.x - (a.x + a.width) >= 1.5 * a.size for a, b in zip(line, line[1:]))
+
+
+def _edge_cells(body: Sequence[Fragment]) -> tuple[int | None, int | None]:
+    """How many cells the page's top and bottom lines have, where they are table rows."""
+    lines = _lines(body)
+    if not lines:
+        return None, None
+    return (len(lines[0]) if _is_row(lines[0]) else None), (len(lines[-1]) if _is_row(lines[-1]) else None)
+
+
+def _tables(body: Sequence[Fragment], columns: float | None, top: int | None = None,
+            bottom: int | None = None) -> list[list[list[Fragment]]]:
+    """Runs of two or more lines of three or more short cells, per column; a single such line
+    at the page's top (foot) with ``top`` (``bottom``) cells is the rest of a table cut by the
+    page break."""
     tables: list[list[list[Fragment]]] = []
     sides = [[f for f in body if f.x < columns], [f for f in body if f.x >= columns]] if columns else [list(body)]
+    lines = _lines(body)
+
+    def close(run: list[list[Fragment]]) -> None:
+        at_edge = run and ((run[0] == lines[0] and len(run[0]) == top) or (run[0] == lines[-1] and len(run[0]) == bottom))
+        if len(run) >= 2 or at_edge:
+            tables.append(run)
+
     for side in sides:
-        by_y: dict[int, list[Fragment]] = defaultdict(list)
-        for f in side:
-            by_y[round(f.y)].append(f)
         run: list[list[Fragment]] = []
-        for y in sorted(by_y, reverse=True):
-            row = sorted(by_y[y], key=lambda f: f.x)
-            is_row = len(row) >= 3 and all(len(f.text.strip()) <= 20 for f in row) and all(
-                # Cells stand apart; the words of a line of text drawn one by one do not.
-                b.x - (a.x + a.width) >= 1.5 * a.size for a, b in zip(row, row[1:]))
-            if is_row and run and min(g.y for g in run[-1]) - y > 3 * max(f.size for f in row):
-                # Too far below the last row: another table.
-                if len(run) >= 2:
-                    tables.append(run)
+        for row in _lines(side):
+            is_row = _is_row(row)
+            if is_row and run and min(g.y for g in run[-1]) - row[0].y > 3 * max(f.size for f in row):
+                close(run)  # too far below the last row: another table
                 run = []
             if is_row:
                 run.append(row)
                 continue
-            if len(run) >= 2:
-                tables.append(run)
+            close(run)
             run = []
-        if len(run) >= 2:
-            tables.append(run)
+        close(run)
     return tables
 
 
-def _markdown(rows: list[list[Fragment]]) -> str:
+def _markdown(rows: list[list[str]]) -> str:
     n = max(len(r) for r in rows)
-    cells = [[f.text.strip().replace("|", "\\|") for f in r] + [""] * (n - len(r)) for r in rows]
+    cells = [[c.replace("|", "\\|") for c in r] + [""] * (n - len(r)) for r in rows]
     lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * n]
     lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
     return "\n".join(lines)

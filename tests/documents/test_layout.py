@@ -268,3 +268,34 @@ def test_the_report_counts_the_furniture_left_out_and_the_chunks_kept_apart(tmp_
     assert f"watermark {result.left_out['watermark']}" in report
     assert (f"{counts['table']} of tables (as markdown), {counts['footnote']} of footnotes, "
             f"{counts['references']} of reference lists") in report
+
+
+def test_a_table_cut_by_a_page_break_stays_a_table_on_both_pages(tmp_path: Path) -> None:
+    pdf = _pdf()
+    _lines(pdf, _body()[:36])
+    rows = [("Item", "Amount", "Paid by"), ("Court fee", "2300", "Defendant"), ("Expert fee", "4000", "Plaintiff")]
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            pdf.text(22 + 50 * c, 252 + 7 * r, cell)
+    pdf.add_page()
+    for c, cell in enumerate(("Travel", "800", "Defendant")):  # the table's last row, alone on the next page
+        pdf.text(22 + 50 * c, 30, cell)
+    _lines(pdf, _body()[36:40], top=40)
+    first, second = read_pdf_pages(_write(pdf, tmp_path))
+    assert first.asides == [
+        "| Item | Amount | Paid by |\n|---|---|---|\n| Court fee | 2300 | Defendant |\n| Expert fee | 4000 | Plaintiff |"
+    ]
+    assert second.asides == ["| Item | Amount | Paid by |\n|---|---|---|\n| Travel | 800 | Defendant |"]
+    assert "Travel" not in second.text and SENTENCES[36] in second.text
+
+
+def test_a_line_of_cells_alone_at_a_page_top_is_text_when_no_table_ends_the_page_before(tmp_path: Path) -> None:
+    pdf = _pdf()
+    _lines(pdf, _body()[:36])
+    pdf.add_page()
+    for c, cell in enumerate(("Travel", "800", "Defendant")):
+        pdf.text(22 + 50 * c, 30, cell)
+    _lines(pdf, _body()[36:40], top=40)
+    first, second = read_pdf_pages(_write(pdf, tmp_path))
+    assert first.asides == second.asides == []
+    assert "Travel" in second.text
