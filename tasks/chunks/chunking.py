@@ -32,7 +32,7 @@ from bisect import bisect_right
 from llama_index.core import Document as LIDocument
 from llama_index.core.node_parser import SentenceSplitter
 
-from tasks.chunks.sections import document_sections, is_heading
+from tasks.chunks.sections import Section, document_sections, is_heading
 from tasks.core.fileio import sha256_text
 from tasks.core.records import Chunk, Document, Page
 
@@ -108,9 +108,9 @@ def chunk_documents(
 ) -> list[Chunk]:
     """Chunk every document's running text, then its tables and footnotes, in document order.
 
-    With ``by_section``, each page is first cut at its headings (:mod:`tasks.chunks.sections`):
+    With ``by_section``, the text is first cut at its headings (:mod:`tasks.chunks.sections`):
     no chunk runs across a heading, and each chunk starts with its section's heading on a
-    line of its own; such chunks stay on one page.
+    line of its own; a section's chunks cross page breaks as the running text's do.
     """
     splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, chunking_tokenizer_fn=sentences)
     chunks: list[Chunk] = []
@@ -129,20 +129,22 @@ def chunk_documents(
     for doc in documents:
         pages = sorted(doc.pages, key=lambda p: p.page)
         if by_section:
-            by_number = {p.page: p for p in pages}
-            for section in document_sections(doc):
-                for node in splitter.get_nodes_from_documents([_li_document(by_number[section.page], section.text)]):
-                    add(doc, f"{section.heading}\n{node.get_content().strip()}" if section.heading
-                        else node.get_content(), section.page, section.page)
+            for run in _section_runs(document_sections(doc)):
+                text, starts = _running_text([s.text for s in run])
+                heading, numbers = run[0].heading, [s.page for s in run]
+                for node in splitter.get_nodes_from_documents([_li_document(pages[0], text)]):
+                    first, last = _page_range(node, text, starts, numbers)
+                    add(doc, f"{heading}\n{node.get_content().strip()}" if heading else node.get_content(), first, last)
         else:
-            text, starts = _running_text(pages)
+            text, starts = _running_text([p.text for p in pages])
+            numbers = [p.page for p in pages]
             for (begin, end), kind in zip(_body_and_references(text), ("text", "references")):
                 part = text[begin:end]
                 if not part.strip():
                     continue
                 shifted = [s - begin for s in starts]
                 for node in splitter.get_nodes_from_documents([_li_document(pages[0], part)]):
-                    first, last = _page_range(node, part, shifted, pages)
+                    first, last = _page_range(node, part, shifted, numbers)
                     add(doc, node.get_content(), first, last, kind)
         for page in pages:
             for aside in page.asides:
@@ -178,25 +180,37 @@ def _body_and_references(text: str) -> list[tuple[int, int]]:
     return [(0, heading.start()), (heading.start(), len(text))]
 
 
-def _running_text(pages: list[Page]) -> tuple[str, list[int]]:
-    """The pages' running text as one text, and where each page starts in it."""
+def _section_runs(sections: list[Section]) -> list[list[Section]]:
+    """The sections, each with its parts on the pages after (a section cut by page breaks)."""
+    runs: list[list[Section]] = []
+    for section in sections:
+        if section.continued and runs:
+            runs[-1].append(section)
+        else:
+            runs.append([section])
+    return runs
+
+
+def _running_text(pages: list[str]) -> tuple[str, list[int]]:
+    """The texts of pages as one text, and where each page starts in it."""
     text, starts = "", []
-    for page in pages:
-        if not page.text.strip():
+    for page_text in pages:
+        if not page_text.strip():
             starts.append(len(text))
             continue
         if text:
-            text += page_separator(text, page.text)
+            text += page_separator(text, page_text)
         starts.append(len(text))
-        text += page.text
+        text += page_text
     return text, starts
 
 
-def _page_range(node, text: str, starts: list[int], pages: list[Page]) -> tuple[int, int]:
+def _page_range(node, text: str, starts: list[int], numbers: list[int]) -> tuple[int, int]:
+    """The first and last page numbers of the text a node holds (``starts``: where each page begins)."""
     begin, end = node.start_char_idx, node.end_char_idx
     if begin is None or end is None:  # the splitter could not place it: search for it
         begin = max(text.find(node.get_content()), 0)
         end = begin + len(node.get_content())
-    first = pages[max(bisect_right(starts, begin) - 1, 0)].page
-    last = pages[max(bisect_right(starts, max(end - 1, begin)) - 1, 0)].page
+    first = numbers[max(bisect_right(starts, begin) - 1, 0)]
+    last = numbers[max(bisect_right(starts, max(end - 1, begin)) - 1, 0)]
     return first, last

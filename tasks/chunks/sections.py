@@ -10,7 +10,7 @@ before each chunk raised the base model's NDCG@10 from 0.857 to 0.897
 A heading is a line of its own, short, not ending like a sentence or a clause, with at
 least two letters. A line that starts most pages of a document (a running header such as the
 document's name) is not a heading and is left out. A section goes on across pages: text at
-the top of a page belongs to the last heading of the pages before.
+the top of a page belongs to the last heading of the pages before (``continued``).
 
 Example::
 
@@ -41,6 +41,7 @@ class Section:
     page: int
     heading: str | None
     text: str
+    continued: bool = False  # it goes on from the page before (no heading opened it on this page)
 
 
 def is_heading(line: str) -> bool:
@@ -88,5 +89,6 @@ def document_sections(doc: Document) -> list[Section]:
                 parts.append((heading, []))
             else:
                 parts[-1][1].append(line)
-        sections += [Section(page.page, h, t) for h, lines in parts if (t := "\n".join(lines).strip())]
+        sections += [Section(page.page, h, t, continued=i == 0 and bool(sections))
+                     for i, (h, lines) in enumerate(parts) if (t := "\n".join(lines).strip())]
     return sections

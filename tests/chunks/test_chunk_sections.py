@@ -117,3 +117,14 @@ def test_the_chunk_stage_chunks_by_section_when_asked_and_caches_apart(tmp_path:
     params = {"documents_path": documents, "plan": plan, "settings": plain_settings, "out_path": tmp_path / "c"}
     key = chunk.cache_policy.key
     assert key("chunks", params) != key("chunks", {**params, "settings": headed_settings})
+
+
+def test_a_section_cut_by_a_page_break_is_chunked_across_it() -> None:
+    # The page ends mid-sentence, on a line too long to be a heading.
+    doc = _doc("黄鳍紫鱼\n黄鳍紫鱼是一种鱼，它和许多其他色彩鲜艳的热带鱼类一样，一年四季都常年生活在", "南海的珊瑚礁中。体长可达50公分。\n乍都节公园\n公园位于曼谷。")
+    assert [s.continued for s in document_sections(doc)] == [False, True, False]
+    chunks = chunk_documents([doc], chunk_size=200, chunk_overlap=10, by_section=True)
+    assert [(c.text, c.pages) for c in chunks] == [
+        ("黄鳍紫鱼\n黄鳍紫鱼是一种鱼，它和许多其他色彩鲜艳的热带鱼类一样，一年四季都常年生活在南海的珊瑚礁中。体长可达50公分。", "1–2"),
+        ("乍都节公园\n公园位于曼谷。", "2"),
+    ]
