@@ -29,7 +29,7 @@ WAYS = ("pages", "sections", "sections + heading")
 
 def way_chunks(documents, way: str, settings: Settings):
     """The chunks of ``documents`` cut one of the three ways."""
-    from tasks.chunks.sections import document_sections
+    from tasks.chunks.sections import document_sections, section_runs
     from tasks.chunks.chunking import chunk_documents
     from tasks.core.records import Document, Page
 
@@ -39,8 +39,8 @@ def way_chunks(documents, way: str, settings: Settings):
         # Each section as a document of its own (chunks cross pages, not documents): chunks stop
         # at headings, and carry none.
         documents = [
-            Document(d.doc_id, d.source, [Page(d.doc_id, d.source, s.page, s.text)])
-            for d in documents for s in document_sections(d)
+            Document(d.doc_id, d.source, [Page(d.doc_id, d.source, s.page, s.text) for s in run])
+            for d in documents for run in section_runs(document_sections(d))
         ]
     return chunk_documents(documents, settings.chunk_size, settings.chunk_overlap)
 

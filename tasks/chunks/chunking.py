@@ -32,7 +32,7 @@ from bisect import bisect_right
 from llama_index.core import Document as LIDocument
 from llama_index.core.node_parser import SentenceSplitter
 
-from tasks.chunks.sections import Section, document_sections, is_heading
+from tasks.chunks.sections import document_sections, is_heading, section_runs
 from tasks.core.fileio import sha256_text
 from tasks.core.records import Chunk, Document, Page
 
@@ -129,7 +129,7 @@ def chunk_documents(
     for doc in documents:
         pages = sorted(doc.pages, key=lambda p: p.page)
         if by_section:
-            for run in _section_runs(document_sections(doc)):
+            for run in section_runs(document_sections(doc)):
                 text, starts = _running_text([s.text for s in run])
                 heading, numbers = run[0].heading, [s.page for s in run]
                 for node in splitter.get_nodes_from_documents([_li_document(pages[0], text)]):
@@ -178,17 +178,6 @@ def _body_and_references(text: str) -> list[tuple[int, int]]:
     if heading is None or heading.start() < len(text) / 2:
         return [(0, len(text))]
     return [(0, heading.start()), (heading.start(), len(text))]
-
-
-def _section_runs(sections: list[Section]) -> list[list[Section]]:
-    """The sections, each with its parts on the pages after (a section cut by page breaks)."""
-    runs: list[list[Section]] = []
-    for section in sections:
-        if section.continued and runs:
-            runs[-1].append(section)
-        else:
-            runs.append([section])
-    return runs
 
 
 def _running_text(pages: list[str]) -> tuple[str, list[int]]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from tasks.core.records import Document
 
-__all__ = ["MAX_HEADING_CHARS", "Section", "is_heading", "running_headers", "document_sections"]
+__all__ = ["MAX_HEADING_CHARS", "Section", "is_heading", "running_headers", "document_sections", "section_runs"]
 
 MAX_HEADING_CHARS = 30
 # A line ending like this is (part of) a sentence or a list, not a heading.
@@ -92,3 +92,14 @@ def document_sections(doc: Document) -> list[Section]:
         sections += [Section(page.page, h, t, continued=i == 0 and bool(sections))
                      for i, (h, lines) in enumerate(parts) if (t := "\n".join(lines).strip())]
     return sections
+
+
+def section_runs(sections: list[Section]) -> list[list[Section]]:
+    """The sections, each with its parts on the pages after (a section cut by page breaks)."""
+    runs: list[list[Section]] = []
+    for section in sections:
+        if section.continued and runs:
+            runs[-1].append(section)
+        else:
+            runs.append([section])
+    return runs
