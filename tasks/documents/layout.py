@@ -121,15 +121,16 @@ def lay_out_pages(pages: Sequence[Sequence[Fragment]], width: float, height: flo
     running = _running_lines(pages, width, height)
     if len(pages) == 1:
         running |= {_key(f) for f in _small_top_lines(pages[0], height)}
-    edges = [_edge_cells(_body(fragments, height, running)[1]) for fragments in pages]
+    bodies = [_body(fragments, height, running) for fragments in pages]
+    edges = [_edge_cells(body) for _, body, _ in bodies]
     layouts: list[PageLayout] = []
     header: list[str] | None = None  # the header row of a table that ran to the foot of the page before
-    for i, fragments in enumerate(pages):
+    for i, page in enumerate(bodies):
         # A row alone at the top (foot) of a page is a table's when the page before (after)
         # has a row of as many cells at its foot (top): a table cut by the page break.
         top = edges[i][0] if i > 0 and edges[i][0] == edges[i - 1][1] else None
         bottom = edges[i][1] if i + 1 < len(pages) and edges[i][1] == edges[i + 1][0] else None
-        layout, header = _lay_out(fragments, width, height, running, top, bottom, header if top else None)
+        layout, header = _lay_out(*page, width, height, top, bottom, header if top else None)
         layouts.append(layout)
     return layouts
 
@@ -200,13 +201,13 @@ def _body(fragments: Sequence[Fragment], height: float, running: set) -> tuple[l
     return keep, body, removed
 
 
-def _lay_out(fragments: Sequence[Fragment], width: float, height: float, running: set, top: int | None,
-             bottom: int | None, header: list[str] | None) -> tuple[PageLayout, list[str] | None]:
-    """The page laid out, and the header row of a table that runs on to the next page.
+def _lay_out(keep: list[Fragment], body: list[Fragment], removed: Counter, width: float, height: float,
+             top: int | None, bottom: int | None, header: list[str] | None) -> tuple[PageLayout, list[str] | None]:
+    """The page (what :func:`_body` kept of it) laid out, and the header row of a table that
+    runs on to the next page.
 
     ``top``/``bottom``: the cells of a row alone at the page's top or foot that is part of a
     table cut by the page break; ``header``: that table's header row, repeated over its rest."""
-    keep, body, removed = _body(fragments, height, running)
     columns = _columns(body, width)
     tables = _tables(body, columns, top, bottom)
     in_table = {id(f) for rows in tables for row in rows for f in row}
