@@ -64,6 +64,16 @@ def _lines(pdf: _Real, lines: list[str], *, x: float = 20, top: float = 30, numb
         y += 6
 
 
+FEES = [("Item", "Amount", "Paid by"), ("Court fee", "2300", "Defendant"), ("Expert fee", "4000", "Plaintiff")]
+
+
+def _cells(pdf: _Real, rows: list[tuple[str, ...]], *, top: float) -> None:
+    """Table rows from ``top`` down, a cell every 50 mm, without rules."""
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            pdf.text(22 + 50 * c, top + 7 * r, cell)
+
+
 def _write(pdf: FPDF, tmp_path: Path, name: str = "doc.pdf") -> Path:
     path = tmp_path / name
     path.write_bytes(bytes(pdf.output()))
@@ -236,10 +246,7 @@ def test_the_report_counts_the_furniture_left_out_and_the_chunks_kept_apart(tmp_
 
     pdf = _pdf()
     _lines(pdf, _body()[:5])
-    rows = [("Item", "Amount", "Paid by"), ("Court fee", "2300", "Defendant"), ("Expert fee", "4000", "Plaintiff")]
-    for r, row in enumerate(rows):
-        for c, cell in enumerate(row):
-            pdf.text(22 + 50 * c, 75 + 7 * r, cell)
+    _cells(pdf, FEES, top=75)
     _lines(pdf, _body()[5:50], top=100)
     pdf.set_font("helvetica", size=8)
     pdf.text(20, 276, "1 Names of the parties are changed.")
@@ -273,13 +280,9 @@ def test_the_report_counts_the_furniture_left_out_and_the_chunks_kept_apart(tmp_
 def test_a_table_cut_by_a_page_break_stays_a_table_on_both_pages(tmp_path: Path) -> None:
     pdf = _pdf()
     _lines(pdf, _body()[:36])
-    rows = [("Item", "Amount", "Paid by"), ("Court fee", "2300", "Defendant"), ("Expert fee", "4000", "Plaintiff")]
-    for r, row in enumerate(rows):
-        for c, cell in enumerate(row):
-            pdf.text(22 + 50 * c, 252 + 7 * r, cell)
+    _cells(pdf, FEES, top=252)
     pdf.add_page()
-    for c, cell in enumerate(("Travel", "800", "Defendant")):  # the table's last row, alone on the next page
-        pdf.text(22 + 50 * c, 30, cell)
+    _cells(pdf, [("Travel", "800", "Defendant")], top=30)  # the table's last row, alone on the next page
     _lines(pdf, _body()[36:40], top=40)
     first, second = read_pdf_pages(_write(pdf, tmp_path))
     assert first.asides == [
@@ -293,8 +296,7 @@ def test_a_line_of_cells_alone_at_a_page_top_is_text_when_no_table_ends_the_page
     pdf = _pdf()
     _lines(pdf, _body()[:36])
     pdf.add_page()
-    for c, cell in enumerate(("Travel", "800", "Defendant")):
-        pdf.text(22 + 50 * c, 30, cell)
+    _cells(pdf, [("Travel", "800", "Defendant")], top=30)
     _lines(pdf, _body()[36:40], top=40)
     first, second = read_pdf_pages(_write(pdf, tmp_path))
     assert first.asides == second.asides == []
