@@ -215,7 +215,7 @@ def _lay_out(keep: list[Fragment], body: list[Fragment], removed: Counter, width
     notes = _footnotes([f for f in body if id(f) not in in_table], height,
                        min((f.y for rows in tables for row in rows for f in row), default=math.inf))
     cells = [[[f.text.strip() for f in row] for row in rows] for rows in tables]
-    lines = _lines(body)
+    lines = _lines(body) if tables and (bottom or header) else []
     runs_on = bool(bottom and tables and tables[-1][-1] == lines[-1])
     if header and tables and tables[0][0] == lines[0] and cells[0][0] != header:
         cells[0].insert(0, header)
@@ -301,10 +301,13 @@ def _is_row(line: Sequence[Fragment]) -> bool:
 
 def _edge_cells(body: Sequence[Fragment]) -> tuple[int | None, int | None]:
     """How many cells the page's top and bottom lines have, where they are table rows."""
-    lines = _lines(body)
-    if not lines:
+    if not body:
         return None, None
-    return (len(lines[0]) if _is_row(lines[0]) else None), (len(lines[-1]) if _is_row(lines[-1]) else None)
+    ys = [round(f.y) for f in body]
+    first, last = ([f for f, y in zip(body, ys) if y == edge] for edge in (max(ys), min(ys)))
+    first.sort(key=lambda f: f.x)
+    last.sort(key=lambda f: f.x)
+    return (len(first) if _is_row(first) else None), (len(last) if _is_row(last) else None)
 
 
 def _tables(body: Sequence[Fragment], columns: float | None, top: int | None = None,
@@ -314,10 +317,11 @@ def _tables(body: Sequence[Fragment], columns: float | None, top: int | None = N
     page break."""
     tables: list[list[list[Fragment]]] = []
     sides = [[f for f in body if f.x < columns], [f for f in body if f.x >= columns]] if columns else [list(body)]
-    lines = _lines(body)
+    lines = _lines(body) if top or bottom else []
 
     def close(run: list[list[Fragment]]) -> None:
-        at_edge = run and ((run[0] == lines[0] and len(run[0]) == top) or (run[0] == lines[-1] and len(run[0]) == bottom))
+        at_edge = lines and run and ((run[0] == lines[0] and len(run[0]) == top)
+                                     or (run[0] == lines[-1] and len(run[0]) == bottom))
         if len(run) >= 2 or at_edge:
             tables.append(run)
 
