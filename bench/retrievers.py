@@ -25,7 +25,8 @@ again into *fit* and *validation* (``--val-ratio``), as the pipeline splits docu
      user does: search the documents the model was tuned on;
    * ``held-out``: questions about passages the model never saw, among their chunks.
 
-Rows: BM25 alone; each dense model alone, fused with BM25 by RRF, its even fusion with the
+Rows: BM25 alone; BM25 over each chunk with its fit and validation questions (``--expansion``,
+the default: no question is scored against its own chunk expanded by it); each dense model alone, fused with BM25 by RRF, its even fusion with the
 top k reranked (the reranker's order alone, and mixed with the first stage's), the
 retriever a run would ship with it, and the best retriever on validation. Run from the repository root::
 
@@ -95,26 +96,31 @@ def without_examples(dataset: QADataset, k: int, seed: int) -> tuple[QADataset, 
 
 
 def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dict[str, QADataset],
-                   settings: Settings, reranker: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows for one dense model (alone, hybrid at its validation weight, RRF, and with
+                   settings: Settings, reranker: Path | None = None,
+                   expansion: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for one dense model (alone, hybrid at its validation weight, RRF, with
+    ``expansion`` its even fusion with BM25 over the chunks and their questions, and with
     ``reranker`` its even fusion reranked) on every test set."""
     from tasks.evaluation.evaluate import evaluate_retrievers
     from tasks.retrieval.retriever import candidates, choose, gains_over_even_mix
 
     specs = candidates(settings.fusion_weights, settings.bm25_tokenizer,
-                       settings.rerank_depths if reranker else (), settings.rerank_weights)
-    val_grid = evaluate_retrievers(model_path, val, specs, settings.eval_batch_size, name="val", reranker_path=reranker)
+                       settings.rerank_depths if reranker else (), settings.rerank_weights, expansion is not None)
+    val_grid = evaluate_retrievers(model_path, val, specs, settings.eval_batch_size, name="val", reranker_path=reranker,
+                                   expansion=expansion)
     # What a run would ship with this model, chosen on validation by the run's rule, and the
     # plain argmax beside it.
     shipped = choose(val_grid, specs, settings.retriever_margin)
     argmax = choose(val_grid, specs)
     grids = {name: evaluate_retrievers(model_path, ds, [*specs], settings.eval_batch_size, name=name,
-                                       reranker_path=reranker)
+                                       reranker_path=reranker, expansion=expansion)
              for name, ds in tests.items()}
     reranked = [(f"{model_label} + BM25 fused, {s.label.split(' + ', 1)[1]}", s.label) for s in specs if s.rerank_k]
     rows = []
     for label, spec_label in ((f"{model_label} (dense)", "dense"), (f"{model_label} + BM25, RRF", "rrf"),
-                              (f"{model_label} + BM25 fused, w=0.5", "hybrid w=0.5"), *reranked,
+                              (f"{model_label} + BM25 fused, w=0.5", "hybrid w=0.5"),
+                              *([(f"{model_label} + expanded BM25 fused, w=0.5", "hybrid w=0.5 (expanded)")]
+                                if expansion is not None else []), *reranked,
                               (f"{model_label}, shipped: {shipped.label}", shipped.label),
                               (f"{model_label}, validation's best: {argmax.label}", argmax.label)):
         rows.append({"row": label, **{name: grid[spec_label] for name, grid in grids.items()}})
@@ -124,8 +130,11 @@ def retriever_rows(model_label: str, model_path: str, val: QADataset, tests: dic
               "val_ndcg@10": {k: round(metric_value(v, "ndcg@10"), 4) for k, v in val_grid.items()},
               **{f"{name}_ndcg@10": {k: round(metric_value(v, "ndcg@10"), 4) for k, v in grid.items()}
                  for name, grid in grids.items()}}
-    bm25 = {"row": "BM25", **{name: grid["bm25"] for name, grid in grids.items()}}
-    return [bm25, *rows], choice
+    bm25 = [{"row": "BM25", **{name: grid["bm25"] for name, grid in grids.items()}}]
+    if expansion is not None:
+        bm25.append({"row": "BM25 over each chunk and its questions", **{name: grid["bm25 (expanded)"]
+                                                                         for name, grid in grids.items()}})
+    return [*bm25, *rows], choice
 
 
 def result_table(rows: list[dict[str, Any]]) -> str:
@@ -161,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the pipeline's)")
     add("--reranker-config", default="", metavar="NAME=VALUE,...",
         help="reranker settings (e.g. reranker_epochs=2); default: the pipeline's")
+    add("--expansion", action=argparse.BooleanOptionalAction, default=True,
+        help="add the rows whose BM25 indexes each chunk with its fit and validation questions; no question is "
+             "scored against its own chunk expanded by it (default: %(default)s)")
     add("--prompt-examples", type=int, default=0, metavar="N",
         help="show N human questions about the train passages to the question writer as examples of how people "
              "ask; they leave the trained test set (default: %(default)s)")
@@ -215,6 +227,12 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
     fit, val = fit_dataset(synthetic, fit_ids), val_dataset(synthetic, val_ids, train_chunks)
     fit.save(out / "fit_dataset.json")
     val.save(out / "val_dataset.json")
+    expansion = None
+    if args.expansion:
+        from tasks.retrieval.expansion import chunk_questions, save_expansion
+
+        expansion = out / "expansion.json"
+        save_expansion(chunk_questions([fit, val]), expansion)
     print(f"{args.data.name}: {len(passages)} passages, {len(train_chunks)} train chunks "
           f"({len(fit_ids)} fit / {len(val_ids)} val), {len(heldout_chunks)} held-out chunks; "
           f"{len(fit.queries)} fit and {len(val.queries)} val questions (LLM requests {stats.requests_sent}); "
@@ -229,7 +247,7 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
         val.save(Path(tmp) / "val.json")
         reranker = _reranker(args, base_path, base_path, Path(tmp) / "fit.json", Path(tmp) / "reranker-base",
                              settings, training, "base")
-        rows, choices = retriever_rows("base", base_path, val, tests, settings, reranker)
+        rows, choices = retriever_rows("base", base_path, val, tests, settings, reranker, expansion)
         choices = [choices]
         for label, cfg in configs:
             model_dir = Path(tmp) / ch.config_slug(label)
@@ -237,8 +255,9 @@ def _run(args, settings: Settings, configs, writer_factory) -> int:
             training[label] = {"steps": result.steps, "pairs": result.n_pairs, "best_checkpoint": result.best_checkpoint}
             reranker = _reranker(args, base_path, str(model_dir), Path(tmp) / "fit.json",
                                  Path(tmp) / f"reranker-{ch.config_slug(label)}", settings, training, label)
-            model_rows, choice = retriever_rows(f"tuned [{label}]", str(model_dir), val, tests, settings, reranker)
-            rows += model_rows[1:]  # BM25 is the same for every model
+            model_rows, choice = retriever_rows(f"tuned [{label}]", str(model_dir), val, tests, settings, reranker,
+                                                expansion)
+            rows += model_rows[1 + (expansion is not None):]  # BM25 is the same for every model
             choices.append(choice)
     table = result_table(rows)
     summary = {"data": str(args.data), "generation_settings": args.generation, "prompt_examples": examples,

@@ -37,7 +37,7 @@ from tasks.core.stage import StageRuns
 from tasks.documents.stage import read_documents
 from tasks.evaluation.stage import evaluate, human_questions, prompt_examples
 from tasks.models.stage import prepare_base, prepare_reranker
-from tasks.questions.stage import generate, round_trip
+from tasks.questions.stage import bm25_expansion, generate, round_trip
 from tasks.registry import release
 from tasks.registry.stage import register_and_promote
 from tasks.reranking.stage import train_reranker_stage
@@ -99,14 +99,18 @@ def pipeline(settings: Settings, stages: StageRuns) -> dict[str, Any]:
         reranker = stages.run(train_reranker_stage, start["path"], out / "model", train_dataset, out / "reranker",
                               settings)["path"]
 
+    # The keyword side may index each chunk with its questions; none is ever scored against itself.
+    expansion = (stages.run(bm25_expansion, train_dataset, questions.val_dataset, out / "expansion.json")["path"]
+                 if settings.bm25_expansion else None)
+
     # Every model on every question set; promotion and the shipped retriever use validation only.
-    contenders = release.contenders(out, base["path"], out / "model", champion, reranker)
+    contenders = release.contenders(out, base["path"], out / "model", champion, reranker, expansion)
     val = evaluate_models(stages, contenders, questions.val_dataset, settings, scores)
     guard = evaluate_models(stages, contenders, settings.guard_dataset, settings, scores)
     decision = release.decide(contenders, val, guard, trained, questions.val_dataset, settings)
     release.update_model_card(out / "model", decision.card)  # before the registry copies the model
     stages.run(register_and_promote, out, contenders.run_id, out / "model", contenders.fingerprint,
-               decision.promotion["promote"], decision.record, reranker, decision.serving)
+               decision.promotion["promote"], decision.record, reranker, decision.serving, expansion)
     # What search serves, read back from the one record of it: every output below names it.
     served = release.shipped(release.read_serving(out).record, contenders)
     promotion = {**decision.promotion, "retriever": served,
@@ -141,7 +145,8 @@ def evaluate_models(stages: StageRuns, contenders: release.Contenders, dataset: 
         specs = contenders.retrievers(side, settings)
         grids[side] = stages.run(evaluate, path, dataset, settings.eval_batch_size, [s.to_dict() for s in specs],
                                  trust_remote_code=settings.trust_remote_code, set_name=set_name, label=side,
-                                 score_cache=scores, reranker_path=contenders.rerankers.get(side))
+                                 score_cache=scores, reranker_path=contenders.rerankers.get(side),
+                                 expansion=contenders.expansions.get(side))
     return grids
 
 

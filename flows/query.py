@@ -180,6 +180,20 @@ def resolve_reranker(given: Path | None, output_dir: Path, serving: "Serving | N
     return folder if folder is not None and (folder / "config.json").is_file() else None
 
 
+def resolve_expansion(serving: "Serving | None") -> dict[str, list[str]]:
+    """The questions by chunk the served retriever's BM25 indexes with the chunks."""
+    from tasks.retrieval.expansion import load_expansion
+
+    where = serving.expansion_path if serving is not None else None
+    if where is None or not where.is_file():
+        raise UsageError(f"the served retriever indexes each chunk with its questions, but {where or 'current.json'} "
+                         "does not hold them: run `python -m flows.finetune_bce` again, or pass --retriever")
+    try:
+        return load_expansion(where)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def read_questions(path: Path) -> list[str]:
     """The non-empty lines of ``path``."""
     try:
@@ -224,12 +238,15 @@ def open_searcher(pdf_dir: Path, output_dir: Path, settings: Settings, model: st
     if spec.rerank_k and folder is None:
         raise UsageError(f"{spec.label} needs a reranker and {origin} has none: pass --reranker FOLDER, "
                          "or --rerank-k 0 to search without one")
+    expansion = resolve_expansion(serving) if spec.expanded else None
     index, built, where = open_index(Path(pdf_dir), model_path, Path(output_dir) / "query_index", settings)
     searcher = Searcher(index, spec, reranker=CrossEncoderReranker(folder, settings.eval_batch_size)
-                        if folder is not None else None)
+                        if folder is not None else None, expansion=expansion)
     shown = ", ".join(f"{k} {v}" for k, v in chunking.items())
     lines = [f"model: {model_path} ({origin})", f"retriever: {spec.describe()} ({spec_origin})",
              *([f"reranker: {folder}"] if folder is not None else []),
+             *([f"BM25 expansion: {serving.expansion_path} (questions of {len(expansion)} chunks)"]
+               if expansion is not None else []),
              f"chunks: {shown} ({chunking_origin})",
              f"index: {where} ({'built now' if built else 'loaded'})"]
     return Opened(searcher, lines)

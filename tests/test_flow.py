@@ -113,9 +113,18 @@ def test_outputs_follow_the_contract(two_runs):
     # the tuned first stage with the run's reranker on its top 20, and the shipped retriever;
     # the shipped guard set under "guard" and the human_questions.json beside the PDFs under
     # "human", with the same labels.
-    rows = {"bm25", "base", "finetuned", "reranked@20", "shipped"}
+    rows = {"bm25", "bm25 expanded", "base", "finetuned", "reranked@20", "shipped"}
     assert set(metrics) == rows | {"retriever", "guard", "human"}
     assert set(metrics["guard"]) == set(metrics["human"]) == rows
+    # The guard set's passages have no questions of this run: its expanded BM25 is BM25.
+    assert metrics["guard"]["bm25 expanded"]["bm25_ndcg@10"] == metrics["guard"]["bm25"]["bm25_ndcg@10"]
+    # BM25's extra text: every kept question, by its chunk, beside the run and in its registry copy.
+    expansion = json.loads((out / "expansion.json").read_text())
+    (run,) = [p for p in (out / "runs").iterdir() if not p.name.startswith(".")]
+    assert json.loads((run / "expansion.json").read_text()) == expansion
+    for ds in (train, val):
+        for qid, text in ds["queries"].items():
+            assert all(text in expansion[c] for c in ds["relevant_docs"][qid])
     for side in (metrics["base"], metrics["finetuned"], *metrics["guard"].values(), *metrics["human"].values()):
         if "cosine_ndcg@10" not in side:
             continue  # BM25 and fused rows carry their own prefix
@@ -133,7 +142,8 @@ def test_outputs_follow_the_contract(two_runs):
     assert "ndcg@10" in first.stdout
     # One table a user can read: every row named, the keyword index included.
     header = next(line for line in first.stdout.splitlines() if line.startswith("metric"))
-    assert header.split()[:6] == ["metric", "bm25", "base", "finetuned", "reranked@20", "shipped"]
+    assert header.split()[:7] == ["metric", "bm25", "bm25", "expanded", "base", "finetuned", "reranked@20"]
+    assert header.split()[7] == "shipped"
     assert "shipped vs bm25 (pts)" in header and "shipped retriever:" in first.stdout
 
 
@@ -148,7 +158,8 @@ def test_the_shipped_retriever_is_chosen_on_validation_and_recorded(two_runs):
     val_scores = retriever["validation_ndcg@10"]
     # BM25, nine fusions, dense, RRF, and for this run's model the even fusion reranked (the
     # base model, served when the run is not promoted, has no reranker of its own).
-    assert len(val_scores) == (13 if retriever["model"] == "finetuned" else 12)
+    assert len(val_scores) == (15 if retriever["model"] == "finetuned" else 14)
+    assert {"bm25 (expanded)", "hybrid w=0.5 (expanded)"} <= set(val_scores)
     assert ("hybrid w=0.5 + rerank@20" in val_scores) == (retriever["model"] == "finetuned")
     # The even mix unless a candidate beats it on validation by more than the margin.
     gains, label = retriever["gain_over_default_se"], retriever["label"]
@@ -194,7 +205,7 @@ def test_questions_written_by_people_are_reported(two_runs):
     report = (out / "report.md").read_text()
     section = report.split("## Retrieval on questions written by people", 1)[1]
     ndcg = [metric_value(summary["metrics"]["human"][m], "ndcg@10")
-            for m in ("bm25", "base", "finetuned", "reranked@20", "shipped")]
+            for m in ("bm25", "bm25 expanded", "base", "finetuned", "reranked@20", "shipped")]
     assert "| ndcg@10 | " + " | ".join(f"{v:.4f}" for v in ndcg) + " |" in section
     assert "report only" in section and "`elsewhere`: no chunk comes from c.pdf" in section
     assert "2 more were examples in the question-writing prompt and are left out" in section
@@ -217,7 +228,8 @@ def test_model_folder_loads_offline_with_its_prompts(two_runs):
 def test_summary_counts_every_stage(two_runs):
     _, _, summary, _, _ = two_runs
     stages = summary["stages"]
-    for name in ("documents", "split", "chunks", "questions", "base-model", "training", "reranker-model", "reranker",
+    for name in ("documents", "split", "chunks", "questions", "base-model", "training", "bm25-expansion",
+                 "reranker-model", "reranker",
                  "evaluate · val · base", "evaluate · val · finetuned", "evaluate · guard · finetuned", "promotion"):
         assert name in stages and stages[name]["seconds"] >= 0, name
     assert stages["documents"]["files"] == 2 and stages["documents"]["skipped"] == 0
@@ -229,6 +241,9 @@ def test_summary_counts_every_stage(two_runs):
     assert stages["questions"]["cache_hits"] == 0
     assert stages["training"]["steps_run"] > 0
     assert stages["reranker"]["steps_run"] > 0 and stages["reranker"]["pairs"] > stages["reranker"]["questions"]
+    # Every question kept expands its chunk: the training and the validation ones.
+    assert stages["bm25-expansion"]["questions"] == stages["questions"]["train_queries"] + stages["questions"]["val_queries"]
+    assert 0 < stages["bm25-expansion"]["chunks"] <= n_chunks
     assert Path(summary["base_model"]["path"]).is_dir()
 
 

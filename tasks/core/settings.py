@@ -387,6 +387,12 @@ class Settings(BaseSettings):
         description="Dense weights w tried for w·z(dense) + (1−w)·z(BM25), besides 0 (BM25 alone) and 1 (dense "
         "alone); see --retriever-margin for which one is shipped.",
     )
+    bm25_expansion: Annotated[bool, Group("flow", card=True)] = Field(
+        True,
+        description="Also try BM25 over each chunk with the questions written about it (Doc2Query), alone and in "
+        "the even fusion, as candidate retrievers; no question is ever scored against its own chunk expanded by "
+        "it. Validation chooses, as for every candidate.",
+    )
     retriever_margin: Annotated[float, Group("flow", card=True)] = Field(
         2.0, ge=0,
         description="The fusion nearest w=0.5 is shipped unless another retriever beats it on the validation "

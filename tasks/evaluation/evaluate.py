@@ -95,6 +95,7 @@ def evaluate_retrievers(
     trust_remote_code: bool = False,
     score_cache: Path | None = None,
     reranker_path: Path | None = None,
+    expansion: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every retriever in ``specs`` built from ``model_path`` and BM25 over the
     dataset's corpus (and, for reranked specs, the cross-encoder at ``reranker_path``):
@@ -106,7 +107,9 @@ def evaluate_retrievers(
     every spec is a ranking of those two score matrices
     (:func:`tasks.retrieval.retriever.ranking`). The ``dense`` entry carries the
     ``cosine_`` keys of :func:`evaluate_model`, with the same values. Reranked specs are
-    left out without a reranker.
+    left out without a reranker, expanded ones without ``expansion`` (the chunks' questions,
+    :func:`tasks.retrieval.expansion.save_expansion`'s file; no question of ``dataset`` is
+    scored against its own chunk expanded by it, :func:`~tasks.retrieval.expansion.expanded_scores`).
     """
     from tasks.retrieval.first_stage import first_stage_scores
     from tasks.retrieval.rerank import CrossEncoderReranker
@@ -119,6 +122,15 @@ def evaluate_retrievers(
         raise ValueError(f"one BM25 tokenizer per evaluation, got {sorted(tokenizers)}")
     evaluator, dense, lexical = first_stage_scores(model_path, dataset, tokenizers.pop(), batch_size, name,
                                                    trust_remote_code=trust_remote_code, score_cache=score_cache)
+    expanded = None
+    if expansion is not None and any(s.expanded for s in specs):
+        from tasks.retrieval.expansion import expanded_scores, load_expansion
+
+        expanded = expanded_scores(evaluator.corpus_ids, evaluator.corpus, load_expansion(expansion),
+                                   evaluator.queries, [evaluator.relevant_docs[q] for q in evaluator.queries_ids],
+                                   specs[0].tokenizer)
+    else:
+        specs = [s for s in specs if not s.expanded]
     score_pairs = None
     if reranker_path is not None and any(s.rerank_k for s in specs):
         score_pairs = CrossEncoderReranker(reranker_path, batch_size, trust_remote_code=trust_remote_code).scorer(
@@ -127,7 +139,7 @@ def evaluate_retrievers(
         specs = [s for s in specs if not s.rerank_k]
     logger.info("evaluating %d retrievers on %d questions against %d chunks (%s)",
                 len(specs), len(evaluator.queries), len(evaluator.corpus), name)
-    grid = score_grid(dataset, dense, lexical, specs, evaluator, score_pairs)
+    grid = score_grid(dataset, dense, lexical, specs, evaluator, score_pairs, expanded)
     if "dense" in grid:  # the cosine_ keys every earlier table and metrics.json used
         grid["dense"] = {k.replace("dense_", "cosine_", 1): v for k, v in grid["dense"].items()}
     return grid

@@ -13,11 +13,13 @@ from tasks.core.stage import stage, stage_logger
 
 def _evaluate_summary(grid: dict, cached: bool) -> dict:
     from tasks.retrieval.metrics import metric_value
+    from tasks.retrieval.retriever import RERANK_MARK, RetrieverSpec
 
-    from tasks.retrieval.retriever import RERANK_MARK
-
+    expanded = RetrieverSpec("bm25", expanded=True).label
     return {"ndcg_at_10": round(metric_value(grid["dense"], "ndcg@10"), 4),
             "bm25_ndcg_at_10": round(metric_value(grid["bm25"], "ndcg@10"), 4),
+            **({"bm25_expanded_ndcg_at_10": round(metric_value(grid[expanded], "ndcg@10"), 4)}
+               if expanded in grid else {}),
             **{f"rerank@{label.split(RERANK_MARK, 1)[1]}_ndcg_at_10".replace(" ", "_"): round(metric_value(m, "ndcg@10"), 4)
                for label, m in grid.items() if RERANK_MARK in label}}
 
@@ -26,18 +28,19 @@ def _evaluate_summary(grid: dict, cached: bool) -> dict:
 def evaluate(
     model_path: Path, dataset: Path, batch_size: int, retrievers: list[dict[str, Any]],
     trust_remote_code: bool = False, set_name: str = "val", label: str = "model",
-    score_cache: Path | None = None, reranker_path: Path | None = None,
+    score_cache: Path | None = None, reranker_path: Path | None = None, expansion: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Retrieval metrics on one dataset of every retriever built from one model and BM25:
     ``{label: metrics}`` (``dense``, ``bm25``, ``hybrid w=…``, ``rrf``, and with
-    ``reranker_path`` the reranked ones). ``score_cache``: the folder where training left
-    the dense scores it computed while choosing α."""
+    ``reranker_path`` the reranked ones, with ``expansion`` the ones whose BM25 indexes
+    the chunks' questions). ``score_cache``: the folder where training left the dense
+    scores it computed while choosing α."""
     from tasks.evaluation.evaluate import evaluate_retrievers
     from tasks.retrieval.retriever import RetrieverSpec
 
     return evaluate_retrievers(str(model_path), Path(dataset), [RetrieverSpec.from_dict(r) for r in retrievers],
                                batch_size=batch_size, trust_remote_code=trust_remote_code, name=set_name,
-                               score_cache=score_cache, reranker_path=reranker_path)
+                               score_cache=score_cache, reranker_path=reranker_path, expansion=expansion)
 
 
 @stage("prompt-examples")

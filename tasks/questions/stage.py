@@ -102,3 +102,20 @@ def round_trip(base_model_path: Path, train_dataset: Path, top_k: int, batch_siz
     )
     kept.save(Path(out_path))
     return RoundTripRecord(Path(out_path), len(kept.queries), report.to_dict())
+
+
+def _expansion_summary(record: dict[str, Any], cached: bool) -> dict:
+    return {"chunks": record["chunks"], "questions": record["questions"]}
+
+
+@stage("bm25-expansion", writes=("out_path",), summary=_expansion_summary)
+def bm25_expansion(train_dataset: Path, val_dataset: Path, out_path: Path) -> dict[str, Any]:
+    """Write ``{chunk id: the questions about it}`` from the question sets that passed the
+    filters (training, after the round trip when it ran; validation), for the candidate
+    retrievers whose BM25 indexes each chunk with its questions (:mod:`tasks.retrieval.expansion`)."""
+    from tasks.core.qa_dataset import QADataset
+    from tasks.retrieval.expansion import chunk_questions, save_expansion
+
+    expansion = chunk_questions(QADataset.load(Path(p)) for p in (train_dataset, val_dataset))
+    save_expansion(expansion, Path(out_path))
+    return {"path": Path(out_path), "chunks": len(expansion), "questions": sum(map(len, expansion.values()))}

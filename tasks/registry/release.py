@@ -18,7 +18,8 @@ from typing import Any
 
 from tasks.core.settings import Settings, card_settings
 from tasks.registry.model_card import update_model_card
-from tasks.registry.runs import RERANKER_DIR, Champion, read_champion, read_serving
+from tasks.registry.runs import EXPANSION_FILE, RERANKER_DIR, Champion, read_champion, read_serving
+from tasks.retrieval.retriever import EXPANDED_MARK
 
 __all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_file", "read_champion", "read_serving",
            "report_rows", "serving_line", "ship_retriever", "shipped", "table_rows", "update_model_card"]
@@ -27,16 +28,21 @@ __all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_fil
 CARD_SETTINGS = card_settings(Settings)
 # What the retriever record keeps in run.json and current.json: the spec and why it was chosen,
 # not this run's names for the models or their paths.
-_RUN_ONLY = ("model", "model_path", "reranker_path")
+EXPANDED_ROW = "bm25 expanded"  # the tables' row of BM25 over each chunk with its questions
+EXPANDED_BM25 = "bm25" + EXPANDED_MARK  # its retriever's label
+_RUN_ONLY = ("model", "model_path", "reranker_path", "expansion_path")
 
 
 @dataclass
 class Contenders:
     """The models a run compares: the base, the champion unless it is this run's model, this
-    run's; and the rerankers that go with them (this run's, the champion's)."""
+    run's; the rerankers that go with them (this run's, the champion's); and the questions
+    their BM25 may index with the chunks (this run's for the base and its model, the
+    champion run's for the champion)."""
 
     models: dict[str, Path]  # base, [champion,] finetuned
     rerankers: dict[str, Path]  # [champion,] [finetuned]: the model's own run trained them
+    expansions: dict[str, Path]  # [base,] [champion,] [finetuned]: tasks.retrieval.expansion's files
     run_id: str
     known_run: bool  # this model and reranker are registered already (a rerun)
     fingerprint: str  # the model's
@@ -63,19 +69,22 @@ class Contenders:
         from tasks.retrieval.retriever import candidates
 
         reranker = self.rerankers.get(side)
+        expansion = side in self.expansions
         served = served_spec(self.champion.serving) if side == self.served_side() else None
         tokenizer = served.tokenizer if served is not None and served.uses_bm25 else settings.bm25_tokenizer
         specs = candidates(settings.fusion_weights, tokenizer, settings.rerank_depths if reranker else (),
-                           settings.rerank_weights)
-        if served is not None and served.label not in {s.label for s in specs} and (reranker or not served.rerank_k):
+                           settings.rerank_weights, expansion and settings.bm25_expansion)
+        if (served is not None and served.label not in {s.label for s in specs} and (reranker or not served.rerank_k)
+                and (expansion or not served.expanded)):
             specs.append(replace(served, tokenizer=tokenizer))  # one BM25 tokenizer per evaluation
         return specs
 
 
 def contenders(out: Path, base_path: Path, model_dir: Path, champion: Champion | None,
-               reranker_dir: Path | None = None) -> Contenders:
-    """A run's models and rerankers. A run is its model and its reranker: a new reranker
-    beside the same dense model is a new run, never a changed old one."""
+               reranker_dir: Path | None = None, expansion: Path | None = None) -> Contenders:
+    """A run's models, rerankers and BM25 expansions (``expansion``: this run's questions by
+    chunk). A run is its model and its reranker: a new reranker beside the same dense model
+    is a new run, never a changed old one."""
     from tasks.core.caching import model_fingerprint
     from tasks.core.fileio import stable_hash
     from tasks.registry.runs import find_run, new_run_id
@@ -91,10 +100,13 @@ def contenders(out: Path, base_path: Path, model_dir: Path, champion: Champion |
     rerankers = {"finetuned": Path(reranker_dir)} if reranker_dir is not None else {}
     if rival is not None and (champion_reranker(rival) / "config.json").is_file():
         rerankers["champion"] = champion_reranker(rival)
+    expansions = {side: Path(expansion) for side in ("base", "finetuned")} if expansion is not None else {}
+    if rival is not None and (Path(rival.model_path).parent / EXPANSION_FILE).is_file():
+        expansions["champion"] = Path(rival.model_path).parent / EXPANSION_FILE
     run_id = known or new_run_id(datetime.now(timezone.utc), stable_hash([fingerprint, reranker_fingerprint])
                                  if reranker_fingerprint else fingerprint)
-    return Contenders(models, rerankers, run_id, known is not None, fingerprint, reranker_fingerprint, champion,
-                      is_champion)
+    return Contenders(models, rerankers, expansions, run_id, known is not None, fingerprint, reranker_fingerprint,
+                      champion, is_champion)
 
 
 def champion_reranker(champion: Champion) -> Path:
@@ -103,13 +115,18 @@ def champion_reranker(champion: Champion) -> Path:
 
 
 def table_rows(grids: dict[str, dict[str, dict]], shipped: dict[str, Any] | None = None) -> dict[str, dict]:
-    """The rows of one table: ``bm25``, each model's dense row (base, [champion,] finetuned),
+    """The rows of one table: ``bm25``, BM25 over the chunks with their questions
+    (``bm25 expanded``, where evaluated), each model's dense row (base, [champion,] finetuned),
     this run's first stage with its reranker at each depth (``reranked@k``) and, with
     ``shipped`` (:func:`shipped`), the retriever search serves, on this dataset."""
     from tasks.retrieval.metrics import PER_QUESTION
     from tasks.retrieval.retriever import RERANK_MARK
 
-    rows = {"bm25": next(iter(grids.values()))["bm25"], **{side: grid["dense"] for side, grid in grids.items()}}
+    rows = {"bm25": next(iter(grids.values()))["bm25"]}
+    expanded = next((grid[EXPANDED_BM25] for grid in grids.values() if EXPANDED_BM25 in grid), None)
+    if expanded is not None:
+        rows[EXPANDED_ROW] = expanded
+    rows.update({side: grid["dense"] for side, grid in grids.items()})
     for label, m in grids.get("finetuned", {}).items():
         depth = label.split(RERANK_MARK, 1)[1] if RERANK_MARK in label else ""
         if depth.isdigit():  # the reranker's order alone at each depth (a mix shows as shipped, if it is)
@@ -120,7 +137,7 @@ def table_rows(grids: dict[str, dict[str, dict]], shipped: dict[str, Any] | None
 
 
 def ship_retriever(grids: dict[str, dict[str, dict]], serving: str, model_path: Path, settings: Settings,
-                   reranker_path: Path | None = None) -> dict:
+                   reranker_path: Path | None = None, expansion_path: Path | None = None) -> dict:
     """The retriever to ship with the ``serving`` model, chosen on the validation ``grids``:
     the even fusion unless BM25 alone, the dense model alone, another fusion or the first
     stage with the model's reranker (where the grid has it) beats it by
@@ -132,12 +149,13 @@ def ship_retriever(grids: dict[str, dict[str, dict]], serving: str, model_path: 
 
     grid = grids[serving]
     candidates = [s for s in candidates_of(settings.fusion_weights, settings.bm25_tokenizer, settings.rerank_depths,
-                                           settings.rerank_weights) if s.label in grid]
+                                           settings.rerank_weights, settings.bm25_expansion) if s.label in grid]
     spec = choose(grid, candidates, settings.retriever_margin)
     default = even_mix(candidates)
     return {**spec.to_dict(), "label": spec.label, "description": spec.describe(), "model": serving,
             "model_path": str(Path(model_path).resolve()),
             **({"reranker_path": str(Path(reranker_path).resolve())} if spec.rerank_k and reranker_path else {}),
+            **({"expansion_path": str(Path(expansion_path).resolve())} if spec.expanded and expansion_path else {}),
             "validation_ndcg@10": {s.label: round(metric_value(grid[s.label], "ndcg@10"), 4) for s in candidates},
             "default": default.label if default is not None else None, "margin_se": settings.retriever_margin,
             "gain_over_default_se": gains_over_even_mix(grid, candidates, ndigits=2)}
@@ -180,7 +198,8 @@ def decide(c: Contenders, val_grids: dict, guard_grids: dict, trained: dict, val
     dumped = settings.model_dump(mode="json")
     index_settings = {k: dumped[k] for k in INDEX_SETTINGS}
     # The retriever this run's model ships with whenever it is served (card and run record).
-    own = ship_retriever(val_grids, "finetuned", c.models["finetuned"], settings, c.rerankers.get("finetuned"))
+    own = ship_retriever(val_grids, "finetuned", c.models["finetuned"], settings, c.rerankers.get("finetuned"),
+                         c.expansions.get("finetuned"))
     record = {"created_at": created_at,
               **({"reranker_fingerprint": c.reranker_fingerprint} if c.reranker_fingerprint else {}),
               "base_model": settings.resolved_base_model(),
@@ -195,9 +214,10 @@ def decide(c: Contenders, val_grids: dict, guard_grids: dict, trained: dict, val
     elif c.champion is not None:
         serving = c.champion.serving  # search keeps serving the champion, as it was recorded
     else:
-        base = ship_retriever(val_grids, "base", c.models["base"], settings)
+        base = ship_retriever(val_grids, "base", c.models["base"], settings, expansion_path=c.expansions.get("base"))
         serving = {"run_id": None, "model_path": str(Path(c.models["base"]).resolve()), "chosen_by": c.run_id,
-                   "chosen_at": created_at, "retriever": _kept(base), "index_settings": index_settings}
+                   "chosen_at": created_at, "retriever": _kept(base), "index_settings": index_settings,
+                   **({"expansion_path": base["expansion_path"]} if "expansion_path" in base else {})}
     promotion = {**decision.to_dict(), "run_id": c.run_id, "run_dir": f"runs/{c.run_id}", "new_run": not c.known_run,
                  "champion": c.run_id if decision.promote or c.is_champion else (
                      c.champion.run_id if c.champion else None)}

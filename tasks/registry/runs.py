@@ -5,6 +5,7 @@ Layout under ``output_dir``::
     runs/<run_id>/            one folder per distinct fine-tuned model, never overwritten
         model/                a copy of the model as it was evaluated
         reranker/             a copy of its reranker, when the run trained one
+        expansion.json        its questions by chunk, for BM25 over each chunk with its questions
         run.json              id, model fingerprint, creation time, its retriever and index settings
         metrics.json, report.md, metrics.png, promotion.json, summary.json
     current.json              what search serves: the champion {"run_id", "model_path": "runs/<id>/model",
@@ -58,6 +59,7 @@ POINTER = "current.json"
 LINK = "current"
 RUN_RECORD = "run.json"
 RERANKER_DIR = "reranker"  # a run folder's reranker, beside its model
+EXPANSION_FILE = "expansion.json"  # a run's questions by chunk, which its expanded BM25 indexes
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Serving:
     model_path: Path
     reranker_path: Path | None  # the cross-encoder the retriever reranks with, if it reranks
     record: dict[str, Any]  # current.json as written
+    expansion_path: Path | None = None  # the questions by chunk its BM25 indexes, if it expands
 
     @property
     def spec(self) -> "RetrieverSpec":
@@ -175,8 +178,9 @@ def read_serving(output_dir: Path) -> Serving | None:
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         logger.warning("%s is unreadable (%s): treating this run as the first", pointer, e)
         return None
-    reranker = data.get("reranker_path")
-    return Serving(run_id, model_path, Path(output_dir) / reranker if reranker else None, data)
+    reranker, expansion = data.get("reranker_path"), data.get("expansion_path")
+    return Serving(run_id, model_path, Path(output_dir) / reranker if reranker else None, data,
+                   Path(output_dir) / expansion if expansion else None)
 
 
 def read_champion(output_dir: Path) -> Champion | None:
@@ -199,14 +203,16 @@ def read_champion(output_dir: Path) -> Champion | None:
 def champion_record(run_id: str, run_record: dict[str, Any], info: dict[str, Any] | None = None) -> dict[str, Any]:
     """``current.json`` for the registered run ``run_id`` whose ``run.json`` is ``run_record``:
     its model, its fingerprints, the reranker folder when the retriever in ``info`` reranks,
-    and ``info`` (retriever, index settings, scores)."""
+    its questions by chunk when it expands BM25, and ``info`` (retriever, index settings, scores)."""
     info = dict(info or {})
     reranks = bool((info.get("retriever") or {}).get("rerank_k"))
+    expands = bool((info.get("retriever") or {}).get("expanded"))
     return {"run_id": run_id, "model_path": f"{RUNS_DIR}/{run_id}/model",
             "model_fingerprint": run_record.get("model_fingerprint"),
             **({"reranker_fingerprint": run_record["reranker_fingerprint"]}
                if run_record.get("reranker_fingerprint") else {}),
             **({"reranker_path": f"{RUNS_DIR}/{run_id}/{RERANKER_DIR}"} if reranks else {}),
+            **({"expansion_path": f"{RUNS_DIR}/{run_id}/{EXPANSION_FILE}"} if expands else {}),
             **info}
 
 

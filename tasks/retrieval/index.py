@@ -156,15 +156,16 @@ def build_index(pdf_dir: Path, embed_model: Any, settings: Settings) -> tuple[An
 
 
 class Searcher:
-    """Search the chunks of an index with one retriever (:class:`RetrieverSpec`): BM25, the
-    dense model, or the two fused, and a reranker on top, exactly as the evaluation ranked them.
+    """Search the chunks of an index with one retriever (:class:`RetrieverSpec`): BM25 (over
+    each chunk with its questions, ``expansion``, for an expanded retriever), the dense model,
+    or the two fused, and a reranker on top, exactly as the evaluation ranked them.
 
     Everything is loaded once — the chunks, their vectors, the BM25 index — so many
     questions cost one query embedding each (or one batch for :meth:`search_many`).
     """
 
     def __init__(self, index: SearchIndex, retriever: RetrieverSpec | None = None, bm25: BM25Index | None = None,
-                 reranker: CrossEncoderReranker | None = None):
+                 reranker: CrossEncoderReranker | None = None, expansion: dict[str, list[str]] | None = None):
         from tasks.retrieval.retriever import RetrieverSpec
 
         self.index = index
@@ -177,6 +178,13 @@ class Searcher:
         self.nodes = [nodes[c] for c in self.chunk_ids]
         self.texts = [n.get_content() for n in self.nodes]
         self.bm25 = None
+        if self.retriever.uses_bm25 and self.retriever.expanded and bm25 is None:
+            from tasks.retrieval.expansion import expanded_index
+
+            if expansion is None:
+                raise ValueError(f"{self.retriever.label} needs the questions written about the chunks (an expansion)")
+            # Built here, not persisted: it is cheap, and which questions it holds is the run's, not the index's.
+            bm25 = expanded_index(self.chunk_ids, self.texts, expansion, self.retriever.tokenizer)
         if self.retriever.uses_bm25:
             self.bm25 = (bm25 or index.bm25(self.retriever.tokenizer)
                          or BM25Index.build(self.chunk_ids, self.texts, self.retriever.tokenizer))

@@ -35,6 +35,7 @@ from tasks.retrieval.fusion import rrf_fusion, zscore_fusion
 Kind = Literal["bm25", "dense", "hybrid", "rrf"]
 
 RERANK_MARK = " + rerank@"  # in the label of every reranked retriever
+EXPANDED_MARK = " (expanded)"  # in the label of every retriever whose BM25 indexes the chunks' questions
 DEFAULT_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 
 
@@ -45,6 +46,7 @@ class RetrieverSpec:
     tokenizer: str = "char"  # BM25's (tasks.retrieval.lexical)
     rerank_k: int | None = None  # the first stage's top k re-scored by the run's reranker; None: no reranker
     rerank_weight: float = 1.0  # the reranker's share of the top k's score; the rest is the first stage's
+    expanded: bool = False  # BM25 indexes each chunk with its questions (tasks.retrieval.expansion)
 
     @classmethod
     def hybrid(cls, w_dense: float, tokenizer: str = "char") -> "RetrieverSpec":
@@ -59,6 +61,7 @@ class RetrieverSpec:
     @property
     def label(self) -> str:
         first = f"hybrid w={self.w_dense:g}" if self.kind == "hybrid" else self.kind
+        first += EXPANDED_MARK if self.expanded and self.uses_bm25 else ""
         if not self.rerank_k:
             return first
         return f"{first}{RERANK_MARK}{self.rerank_k}" + (f" mix {self.rerank_weight:g}" if self.rerank_weight < 1 else "")
@@ -67,6 +70,10 @@ class RetrieverSpec:
     def first_stage(self) -> "RetrieverSpec":
         """This retriever without its reranker."""
         return replace(self, rerank_k=None, rerank_weight=1.0)
+
+    def with_expansion(self) -> "RetrieverSpec":
+        """This retriever with BM25 over each chunk and its questions."""
+        return replace(self, expanded=self.uses_bm25)
 
     def reranked(self, k: int, weight: float = 1.0) -> "RetrieverSpec":
         """This first stage with its top ``k`` reranked (``weight`` < 1: mixed with the first stage)."""
@@ -86,7 +93,7 @@ class RetrieverSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RetrieverSpec":
         return cls(data["kind"], data.get("w_dense"), data.get("tokenizer", "char"), data.get("rerank_k"),
-                   data.get("rerank_weight", 1.0))
+                   data.get("rerank_weight", 1.0), bool(data.get("expanded", False)))
 
     def describe(self) -> str:
         """One line for logs and reports."""
@@ -98,6 +105,8 @@ class RetrieverSpec:
                 "dense": "the dense model alone",
                 "rrf": "BM25 + dense, reciprocal rank fusion",
             }[self.kind]
+        if self.expanded and self.uses_bm25:
+            first += ", BM25 over each chunk with its questions"
         if not self.rerank_k:
             return first
         if self.rerank_weight < 1:
@@ -107,15 +116,20 @@ class RetrieverSpec:
 
 
 def candidates(weights: Sequence[float] = DEFAULT_WEIGHTS, tokenizer: str = "char",
-               rerank_depths: Sequence[int] = (), rerank_weights: Sequence[float] = (1.0,)) -> list[RetrieverSpec]:
-    """BM25, the fusions by increasing dense weight, the dense model, RRF (no duplicates),
-    then the even fusion (:func:`even_mix`; BM25 without a fusion) with its top k reranked
-    for each of ``rerank_depths`` and each reranker share of ``rerank_weights``
-    (:func:`tasks.retrieval.rerank.rerank`). Why only that first stage: each depth costs k
-    cross-encoder passes a question, and the even fusion is what ships by default."""
+               rerank_depths: Sequence[int] = (), rerank_weights: Sequence[float] = (1.0,),
+               expansion: bool = False) -> list[RetrieverSpec]:
+    """BM25, the fusions by increasing dense weight, the dense model, RRF (no duplicates);
+    with ``expansion``, BM25 and the even fusion (:func:`even_mix`) with BM25 over each chunk
+    and its questions (:mod:`tasks.retrieval.expansion`); then the even fusion (BM25 without
+    a fusion) with its top k reranked for each of ``rerank_depths`` and each reranker share
+    of ``rerank_weights`` (:func:`tasks.retrieval.rerank.rerank`). Why only that first stage:
+    each depth costs k cross-encoder passes a question, and the even fusion is what ships
+    by default."""
     specs = [RetrieverSpec.hybrid(w, tokenizer) for w in sorted({0.0, *weights, 1.0})]
     specs = list(dict.fromkeys(specs)) + [RetrieverSpec("rrf", tokenizer=tokenizer)]
     first = even_mix(specs) or RetrieverSpec("bm25", tokenizer=tokenizer)
+    if expansion:
+        specs += list(dict.fromkeys(s.with_expansion() for s in (RetrieverSpec("bm25", tokenizer=tokenizer), first)))
     return specs + [first.reranked(k, w) for k in sorted(set(rerank_depths)) for w in sorted(set(rerank_weights))]
 
 
@@ -150,15 +164,17 @@ def ranking(spec: RetrieverSpec, dense: np.ndarray | None, lexical: np.ndarray |
 
 def score_grid(
     dataset: Any, dense: np.ndarray, lexical: np.ndarray, specs: Sequence[RetrieverSpec], evaluator: Any = None,
-    score_pairs: Any = None,
+    score_pairs: Any = None, expanded: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{spec.label: metrics}`` of every spec on ``dataset``, from one pair of score matrices
-    (and the reranker's ``score_pairs`` for reranked specs); each metrics dict also keeps its
-    per-question NDCG@10 (what :func:`choose` compares)."""
+    (BM25's over the expanded chunks, ``expanded``, for the specs that use it; the reranker's
+    ``score_pairs`` for reranked specs); each metrics dict also keeps its per-question
+    NDCG@10 (what :func:`choose` compares)."""
     from tasks.retrieval.metrics import ir_evaluator, metrics_from_scores
 
     evaluator = evaluator or ir_evaluator(dataset)
-    return {s.label: metrics_from_scores(dataset, ranking(s, dense, lexical, score_pairs, evaluator.corpus_ids),
+    return {s.label: metrics_from_scores(dataset, ranking(s, dense, expanded if s.expanded else lexical, score_pairs,
+                                                          evaluator.corpus_ids),
                                          "rerank" if s.rerank_k else s.kind, evaluator, per_question=True)
             for s in specs}
 
@@ -166,7 +182,7 @@ def score_grid(
 def even_mix(specs: Sequence[RetrieverSpec]) -> RetrieverSpec | None:
     """The fusion nearest an even mix (w = 0.5; the lower weight of two as near): the
     retriever a run ships unless validation shows clearly better. None without a fusion."""
-    fused = [s for s in specs if s.kind == "hybrid" and not s.rerank_k]
+    fused = [s for s in specs if s.kind == "hybrid" and not s.rerank_k and not s.expanded]
     return min(fused, key=lambda s: (abs(s.w_dense - 0.5), s.w_dense)) if fused else None
 
 

@@ -32,6 +32,11 @@ def _small_pdfs(folder: Path, n: int = 4) -> None:
     folder.mkdir(parents=True)
     for i, src in enumerate(SAMPLES[:n]):
         first_page_pdf(src, folder / f"doc{i}.pdf")
+    # People's questions: those whose answer is on these pages are the report's human table.
+    shipped = json.loads((REPO / "data" / "pdf" / "human_questions.json").read_text(encoding="utf-8"))
+    renamed = {src.name: f"doc{i}.pdf" for i, src in enumerate(SAMPLES[:n])}
+    questions = [{**q, "source": renamed[q["source"]]} for q in shipped["questions"] if q["source"] in renamed]
+    (folder / "human_questions.json").write_text(json.dumps({"questions": questions}, ensure_ascii=False), "utf-8")
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -43,7 +48,8 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def _served(out: Path, pdfs: Path) -> dict:
     """What flows.query searches with now, and its NDCG@10 on the run's validation questions
-    (whose corpus is every chunk: the index flows.query builds, when it chunks as the run did)."""
+    and on people's questions (whose corpus is every chunk: the index flows.query builds,
+    when it chunks as the run did)."""
     from flows.query import open_searcher
     from tasks.core.qa_dataset import QADataset
     from tasks.core.settings import Settings
@@ -51,13 +57,15 @@ def _served(out: Path, pdfs: Path) -> dict:
 
     opened = open_searcher(pdfs, out, Settings(pdf_dir=pdfs, output_dir=out))
     searcher = opened.searcher
-    dataset = QADataset.load(out / "val_dataset.json")
-    evaluator = ir_evaluator(dataset, show_progress_bar=False)
-    assert sorted(searcher.chunk_ids) == sorted(evaluator.corpus_ids)  # the run's chunks, not the defaults'
-    columns = [searcher.chunk_ids.index(c) for c in evaluator.corpus_ids]
-    scores = searcher.scores(evaluator.queries)[:, columns]
-    return {"spec": searcher.retriever, "lines": opened.lines,
-            "ndcg@10": metric_value(metrics_from_scores(dataset, scores, "served", evaluator), "ndcg@10")}
+    ndcg = {}
+    for name in ("val", "human"):
+        dataset = QADataset.load(out / f"{name}_dataset.json")
+        evaluator = ir_evaluator(dataset, show_progress_bar=False)
+        assert sorted(searcher.chunk_ids) == sorted(evaluator.corpus_ids)  # the run's chunks, not the defaults'
+        columns = [searcher.chunk_ids.index(c) for c in evaluator.corpus_ids]
+        scores = searcher.scores(evaluator.queries)[:, columns]
+        ndcg[name] = metric_value(metrics_from_scores(dataset, scores, "served", evaluator), "ndcg@10")
+    return {"spec": searcher.retriever, "lines": opened.lines, "ndcg@10": ndcg["val"], "human_ndcg@10": ndcg["human"]}
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +106,9 @@ def test_first_run_beats_the_base_model_and_is_promoted(two_runs):
     assert state["current"]["run_id"] == promotion["run_id"]
     assert "promoted" in a.stdout and "guard set" in a.stdout
     # metrics.json: the validation contract plus the guard set.
-    assert set(state["metrics"]) == {"bm25", "base", "finetuned", "reranked@20", "shipped", "retriever", "guard"}
-    assert set(state["metrics"]["guard"]) == {"bm25", "base", "finetuned", "reranked@20", "shipped"}
+    rows = {"bm25", "bm25 expanded", "base", "finetuned", "reranked@20", "shipped"}
+    assert set(state["metrics"]) == rows | {"retriever", "guard", "human"}
+    assert set(state["metrics"]["guard"]) == set(state["metrics"]["human"]) == rows
     assert (out / "runs" / promotion["run_id"] / "reranker" / "config.json").is_file()
     # The champion ships with the retriever chosen for it, and flows.query reads it from here.
     assert state["current"]["retriever"]["label"] == state["metrics"]["retriever"]["label"]
@@ -119,8 +128,8 @@ def test_worse_second_run_is_kept_reported_and_not_promoted(two_runs):
     assert promotion["champion"] == a_id
     assert "not promoted" in b.stdout
     # The champion was evaluated on this run's validation and guard sets, next to base and tuned.
-    assert list(metrics)[:4] == ["bm25", "base", "champion", "finetuned"]
-    assert set(metrics["guard"]) == {"bm25", "base", "champion", "finetuned", "reranked@20", "shipped"}
+    assert list(metrics)[:5] == ["bm25", "bm25 expanded", "base", "champion", "finetuned"]
+    assert set(metrics["guard"]) == {"bm25", "bm25 expanded", "base", "champion", "finetuned", "reranked@20", "shipped"}
     # Not promoted: what is shipped is still the champion, with the retriever its own run chose
     # for it (among candidates that included its reranker), measured on this run's questions.
     assert metrics["retriever"]["model"] == "champion" and metrics["retriever"]["run_id"] == a_id
@@ -143,7 +152,7 @@ def test_report_chart_and_model_card(two_runs):
     out, _, _, _, _ = two_runs
     report = (out / "report.md").read_text()
     assert "## Retrieval on the guard set" in report
-    assert ("| metric | bm25 | base | champion | finetuned | reranked@20 | shipped | finetuned vs base (pts) | "
+    assert ("| metric | bm25 | bm25 expanded | base | champion | finetuned | reranked@20 | shipped | finetuned vs base (pts) | "
             "finetuned vs champion (pts) | shipped vs bm25 (pts) |") in report
     assert "**not promoted**" in report and "![main metrics" in report
     png = (out / "metrics.png").read_bytes()
@@ -176,7 +185,10 @@ def test_what_the_report_ships_is_what_flows_query_serves(two_runs):
         spec = RetrieverSpec.from_dict(metrics["retriever"])
         assert served["spec"] == spec == RetrieverSpec.from_dict(run["current"]["retriever"])
         assert run["summary"]["promotion"]["retriever"] == metrics["retriever"]
-        assert metric_value(metrics["shipped"], "ndcg@10") == pytest.approx(served["ndcg@10"], abs=1e-9)
+        # People's questions are in no chunk's expansion: search ranks them as the report did.
+        assert metric_value(metrics["human"]["shipped"], "ndcg@10") == pytest.approx(served["human_ndcg@10"], abs=1e-9)
+        if not spec.expanded:  # search indexes the validation questions beside their chunks; the evaluation never
+            assert metric_value(metrics["shipped"], "ndcg@10") == pytest.approx(served["ndcg@10"], abs=1e-9)
         line = f"{verdict} run {a_id}: {spec.describe()}"
         assert run["summary"]["promotion"]["serving"] == line and line in proc.stdout
         # flows.query chunked as the run did (--chunk-size 120), not with its own defaults.

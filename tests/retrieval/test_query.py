@@ -163,22 +163,36 @@ def sample_index(tmp_path_factory, setup):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["bm25", "dense", "hybrid", "rrf"])
-def test_query_ranks_exactly_as_the_evaluation(sample_index, spec):
-    """What is measured is what is searched: the top 10 of every question, and so every metric."""
+@pytest.mark.parametrize("spec", ["bm25", "dense", "hybrid", "rrf", "bm25-expanded", "hybrid-expanded"])
+def test_query_ranks_exactly_as_the_evaluation(sample_index, spec, tmp_path):
+    """What is measured is what is searched: the top 10 of every question, and so every metric
+    (with BM25 over each chunk and its questions too: people's questions are not among them)."""
     from tasks.evaluation.evaluate import evaluate_retrievers
+    from tasks.retrieval.expansion import expanded_scores, save_expansion
     from tasks.retrieval.first_stage import first_stage_scores
     from tasks.retrieval.index import Searcher
     from tasks.retrieval.retriever import RetrieverSpec, combine
 
     index, _, dataset, tiny = sample_index
-    retriever = RetrieverSpec.hybrid(0.4) if spec == "hybrid" else RetrieverSpec(spec)
+    kind = spec.removesuffix("-expanded")
+    retriever = RetrieverSpec.hybrid(0.4) if kind == "hybrid" else RetrieverSpec(kind)
+    expansion = None
+    if spec.endswith("-expanded"):
+        retriever = retriever.with_expansion()
+        # Questions as a writer would word them, about what each chunk begins with.
+        expansion = {c: [f"{text[:12]}说的是什么？", f"哪一段提到{text[20:26]}？"] for c, text in dataset.corpus.items()}
+        save_expansion(expansion, tmp_path / "expansion.json")
     evaluator, dense, lexical = first_stage_scores(str(tiny), dataset)
+    if expansion is not None:
+        plain, lexical = lexical, expanded_scores(evaluator.corpus_ids, evaluator.corpus, expansion,
+                                                  evaluator.queries,
+                                                  [dataset.relevant_docs[q] for q in evaluator.queries_ids])
+        assert (plain.argmax(1) != lexical.argmax(1)).any()  # the questions change what BM25 finds
     evaluated = combine(retriever, dense, lexical)
     expected = [[evaluator.corpus_ids[i] for i in sorted(range(len(row)), key=lambda i: (-row[i], evaluator.corpus_ids[i]))[:10]]
                 for row in evaluated]
 
-    searcher = Searcher(index, retriever)
+    searcher = Searcher(index, retriever, expansion=expansion)
     assert searcher.bm25 is not None or spec == "dense"
     found = [[h.chunk_id for h in hits] for hits in searcher.search_many(evaluator.queries, top_k=10)]
     assert found == expected
@@ -188,7 +202,8 @@ def test_query_ranks_exactly_as_the_evaluation(sample_index, spec):
 
     columns = [searcher.chunk_ids.index(c) for c in evaluator.corpus_ids]
     served = metrics_from_scores(dataset, searcher.scores(evaluator.queries)[:, columns], retriever.kind, evaluator)
-    reported = evaluate_retrievers(str(tiny), dataset, [retriever])[retriever.label]
+    reported = evaluate_retrievers(str(tiny), dataset, [retriever],
+                                   expansion=tmp_path / "expansion.json" if expansion else None)[retriever.label]
     key = "cosine_ndcg@10" if spec == "dense" else f"{retriever.kind}_ndcg@10"
     assert served[f"{retriever.kind}_ndcg@10"] == pytest.approx(reported[key], abs=1e-9)
 
@@ -252,9 +267,10 @@ def test_the_llama_index_retriever_ranks_as_the_query_command(sample_index, tiny
 
     index, _, dataset, _ = sample_index
     questions = list(dataset.queries.values())[:8]
+    expansion = {c: [f"{text[:12]}说的是什么？"] for c, text in dataset.corpus.items()}
     for retriever, top_k in ((RetrieverSpec.hybrid(0.5).reranked(5), 8), (RetrieverSpec.hybrid(0.5).reranked(20), 5),
-                             (RetrieverSpec.hybrid(0.5), 5)):
-        searcher = Searcher(index, retriever, reranker=CrossEncoderReranker(tiny_reranker))
+                             (RetrieverSpec.hybrid(0.5), 5), (RetrieverSpec.hybrid(0.5).with_expansion(), 5)):
+        searcher = Searcher(index, retriever, reranker=CrossEncoderReranker(tiny_reranker), expansion=expansion)
         llama = ShippedRetriever(searcher, top_k=top_k)
         for question, hits in zip(questions, searcher.search_many(questions, top_k)):
             nodes = llama.retrieve(QueryBundle(question))
@@ -277,6 +293,40 @@ def test_the_champions_reranker_is_served_with_its_recorded_depth(setup, tiny_re
     set_champion(out, "r2", {"retriever": {"kind": "hybrid", "w_dense": 0.5, "rerank_k": 7}})
     assert main(["袋鼠", *common]) == 2
     assert "needs a reranker" in capsys.readouterr().err
+
+
+def test_the_champions_questions_expand_bm25_when_its_retriever_does(setup, tmp_path, capsys):
+    """The champion's recorded expanded retriever is served with its run's questions by chunk;
+    a run whose questions are gone is one line that says what to do."""
+    from flows.query import open_searcher
+    from tasks.registry.runs import EXPANSION_FILE
+    from tasks.retrieval.expansion import load_expansion
+
+    tmp, pdfs, tiny = setup
+    out = tmp_path / "out"
+    common = ["--pdf-dir", str(pdfs), "--output-dir", str(out), "--chunk-size", "120", "--chunk-overlap", "10"]
+    # A question nothing in the PDFs answers, written beside one chunk: only the expanded index finds it.
+    chunking = {"chunk_size": 120, "chunk_overlap": 10}
+    register_run(out, "r0", tiny, model_fingerprint(tiny), files={})
+    set_champion(out, "r0", {"retriever": {"kind": "bm25", "tokenizer": "char"}, "index_settings": chunking})
+    plain = open_searcher(pdfs, out, Settings(pdf_dir=pdfs, output_dir=out)).searcher
+    target = plain.chunk_ids[3]
+    question = "量子纠缠蛋糕店的营业时间？"
+    assert plain.search(question, top_k=1)[0].chunk_id != target
+    expansion = json.dumps({target: [question]}, ensure_ascii=False)
+    register_run(out, "r1", tiny, "expanded", files={EXPANSION_FILE: expansion})
+    set_champion(out, "r1", {"retriever": {"kind": "bm25", "tokenizer": "char", "expanded": True},
+                             "index_settings": chunking})
+    opened = open_searcher(pdfs, out, Settings(pdf_dir=pdfs, output_dir=out))
+    assert opened.searcher.search(question, top_k=1)[0].chunk_id == target
+    assert load_expansion(out / "runs" / "r1" / EXPANSION_FILE) == {target: [question]}
+    code, printed = _query(capsys, "袋鼠", *common)
+    assert code == 0 and "BM25 over each chunk with its questions" in printed
+    assert f"BM25 expansion: {out / 'runs' / 'r1' / EXPANSION_FILE} (questions of 1 chunks)" in printed
+    (out / "runs" / "r1" / EXPANSION_FILE).unlink()
+    assert main(["袋鼠", *common]) == 2
+    assert "does not hold them" in capsys.readouterr().err
+    assert main(["袋鼠", *common, "--retriever", "bm25"]) == 0  # the way out it names
 
 
 def test_questions_file_prints_one_json_line_per_question_after_one_load(setup, sample_index, tmp_path, capsys,

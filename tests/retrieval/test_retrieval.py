@@ -191,3 +191,85 @@ def test_grid_on_real_chunks_fuses_bm25_and_scores(sample_human_dataset):
     # The more weight on a dense model that knows nothing, the worse; BM25's share carries it.
     assert min(ndcg["bm25"], ndcg["hybrid w=0.1"]) > ndcg["hybrid w=0.9"] > ndcg["dense"]
     assert choose(grid, candidates([0.1, 0.9])).label in ("bm25", "hybrid w=0.1")
+
+
+# --- BM25 over each chunk with its questions ------------------------------------------------
+
+
+def test_no_question_meets_itself_beside_its_own_chunk(sample_human_dataset):
+    """A question about a chunk that is also among that chunk's expansion is scored against
+    an index where the chunk is expanded by its other questions only (and every chunk sets
+    aside the question at the same place in its list, asked in the same round): the scores
+    equal those of that index built by hand, and they are not those of the full index (the leak)."""
+    from tasks.retrieval.expansion import expanded_index, expanded_scores, expanded_texts
+
+    ds = sample_human_dataset
+    ids, texts = list(ds.corpus), list(ds.corpus.values())
+    qids = list(ds.queries)[:12]
+    # Each chunk expanded by the people's questions about it and one written question more.
+    expansion = {}
+    for q in qids:
+        for c in ds.relevant_docs[q]:
+            expansion.setdefault(c, []).append(ds.queries[q])
+    for c in list(expansion):
+        expansion[c].append("这一段讲的是什么？")
+    queries, relevant = [ds.queries[q] for q in qids], [ds.relevant_docs[q] for q in qids]
+
+    held_out = expanded_scores(ids, texts, expansion, queries, relevant)
+    leaky = expanded_index(ids, texts, expansion).score_matrix(queries)
+    place = [expansion[own[0]].index(query) for query, own in zip(queries, relevant)]
+    for row, (query, own) in enumerate(zip(queries, relevant)):
+        same_round = {}
+        for other, other_own, j in zip(queries, relevant, place):
+            if j == place[row]:
+                for c in other_own:
+                    same_round.setdefault(c, set()).add(other)
+        assert query in same_round[own[0]]
+        by_hand = BM25Index.build(ids, expanded_texts(ids, texts, expansion, same_round))
+        assert np.allclose(held_out[row], by_hand.scores(query), atol=1e-5)
+        # The siblings still expand the chunk: the held-out index is not the plain one.
+        assert not np.allclose(held_out[row], BM25Index.build(ids, texts).scores(query))
+    own_columns = [[ids.index(c) for c in own] for own in relevant]
+    assert all(leaky[r, cols].max() > held_out[r, cols].max() for r, cols in enumerate(own_columns))
+    # Questions outside the expansion meet the full index: what search serves.
+    others = list(ds.queries)[12:20]
+    other = [ds.queries[q] for q in others]
+    assert np.allclose(expanded_scores(ids, texts, expansion, other, [ds.relevant_docs[q] for q in others]),
+                       expanded_index(ids, texts, expansion).score_matrix(other), atol=1e-6)
+
+
+def test_expanded_candidates_are_labelled_and_round_trip():
+    specs = candidates([0.5], expansion=True)
+    assert [s.label for s in specs] == ["bm25", "hybrid w=0.5", "dense", "rrf", "bm25 (expanded)",
+                                        "hybrid w=0.5 (expanded)"]
+    assert all(RetrieverSpec.from_dict(s.to_dict()) == s for s in specs)
+    assert "its questions" in RetrieverSpec("bm25", expanded=True).describe()
+    assert RetrieverSpec("dense").with_expansion() == RetrieverSpec("dense")  # no BM25 to expand
+
+
+@pytest.mark.slow
+def test_evaluation_scores_expanded_bm25_without_the_questions_own_leak(tmp_path, sample_human_dataset):
+    """evaluate_retrievers with an expansion file: the expanded rows exist, are left out
+    without the file, and a question indexed beside its own chunk does not find it by itself."""
+    from tasks.retrieval.expansion import save_expansion
+
+    tiny = make_tiny_st_model(tmp_path / "tiny")
+    ds = sample_human_dataset
+    # The worst case: every question of the set is in its own chunk's expansion.
+    leak = {}
+    for q, text in ds.queries.items():
+        for c in ds.relevant_docs[q]:
+            leak.setdefault(c, []).append(text)
+    save_expansion(leak, tmp_path / "expansion.json")
+    specs = candidates([0.5], expansion=True)
+    grid = evaluate_retrievers(str(tiny), ds, specs, expansion=tmp_path / "expansion.json")
+    assert {"bm25 (expanded)", "hybrid w=0.5 (expanded)"} <= set(grid)
+    assert "bm25 (expanded)" not in evaluate_retrievers(str(tiny), ds, specs)
+    # Held out from their own chunks, people's questions gain nothing like the leak's near-perfect score.
+    from tasks.retrieval.expansion import expanded_index
+
+    from tasks.retrieval.metrics import question_order
+
+    index = expanded_index(list(ds.corpus), list(ds.corpus.values()), leak)
+    leaky = metrics_from_scores(ds, index.score_matrix([ds.queries[q] for q in question_order(ds)]), "bm25")
+    assert metric_value(leaky, "ndcg@10") > metric_value(grid["bm25 (expanded)"], "ndcg@10") + 0.05
