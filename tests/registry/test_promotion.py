@@ -187,7 +187,7 @@ def _grid(best: str, dense: float, n: int = 12) -> dict[str, dict]:
     from tasks.retrieval.retriever import candidates
 
     grid = {}
-    for spec in candidates(Settings().fusion_weights):
+    for spec in candidates(Settings().fusion_weights, expansion="(expanded)" in best):
         v = 0.9 if spec.label == best else dense if spec.label == "dense" else 0.5
         grid[spec.label] = {"ndcg@10": v, "mrr@10": v, PER_QUESTION: [v] * n}
     return grid
@@ -283,3 +283,38 @@ def test_the_served_retriever_is_evaluated_even_when_no_candidate_is_it(tmp_path
     assert [s.label for s in specs] == ["bm25", "hybrid w=0.5", "dense", "rrf", "hybrid w=0.35"]
     assert {s.tokenizer for s in specs} == {"jieba"}  # one BM25 tokenizer per evaluation
     assert "hybrid w=0.35" not in [s.label for s in c.retrievers("base", Settings(fusion_weights=[0.5]))]
+
+
+def test_each_model_expands_bm25_with_the_questions_of_the_run_that_made_it(tmp_path, tiny):
+    """This run's questions for the base and its model, the champion run's own for the
+    champion; a base model served with an expanded retriever records where its questions are."""
+    from tasks.core.qa_dataset import QADataset
+    from tasks.core.settings import Settings
+    from tasks.registry.release import contenders, decide
+    from tasks.registry.runs import EXPANSION_FILE, read_serving, serve_base_model
+
+    out = tmp_path / "out"
+    register_run(out, "r1", tiny, "fp-r1", files={EXPANSION_FILE: "{}"})
+    set_champion(out, "r1", {"retriever": {"kind": "bm25", "tokenizer": "char", "expanded": True}})
+    assert read_serving(out).expansion_path == out / "runs" / "r1" / EXPANSION_FILE
+    mine = tmp_path / "expansion.json"
+    mine.write_text("{}", encoding="utf-8")
+    c = contenders(out, tiny, tiny, read_champion(out), expansion=mine)
+    assert c.expansions == {"base": mine, "finetuned": mine, "champion": out / "runs" / "r1" / EXPANSION_FILE}
+    labels = [s.label for s in c.retrievers("champion", Settings(fusion_weights=[0.5]))]
+    assert labels[-2:] == ["bm25 (expanded)", "hybrid w=0.5 (expanded)"]
+    assert "bm25 (expanded)" not in [s.label for s in c.retrievers("base", Settings(fusion_weights=[0.5],
+                                                                                    bm25_expansion=False))]
+    # Without this run's questions (--no-bm25-expansion) the base has no expanded candidate.
+    assert not contenders(out, tiny, tiny, read_champion(out)).expansions.keys() - {"champion"}
+
+    # Before any promotion, the base model's expanded choice is served with this run's file.
+    fresh = tmp_path / "fresh"
+    c = contenders(fresh, tiny, tiny, None, expansion=mine)
+    val = tmp_path / "val_dataset.json"
+    QADataset(queries={"q": "?"}, corpus={"c": "x"}, relevant_docs={"q": ["c"]}).save(val)
+    grids = {"base": _grid("bm25 (expanded)", 0.6), "finetuned": _grid("rrf", 0.5)}
+    release = decide(c, grids, {}, {"n_pairs": 1, "epochs": 1}, val, Settings(retriever_margin=0))
+    assert release.serving["retriever"]["expanded"] is True
+    serve_base_model(fresh, release.serving)
+    assert read_serving(fresh).expansion_path == mine.resolve()
