@@ -70,6 +70,7 @@ def two_runs(tmp_path_factory, prefect_home):
         "--base-model", str(tiny),
         "--llm-backend", "extractive",
         "--rerank",  # off by default on the CPU profile; the reranker stage runs for real here
+        "--bm25-expansion",  # off by default; the expansion stage and its candidates run for real here
         "--prompt-examples", "2",  # two of people's questions go into the prompt and leave the report
         "--chunk-size", "120",
         "--chunk-overlap", "10",

@@ -388,10 +388,11 @@ class Settings(BaseSettings):
         "alone); see --retriever-margin for which one is shipped.",
     )
     bm25_expansion: Annotated[bool, Group("flow", card=True)] = Field(
-        True,
+        False,
         description="Also try BM25 over each chunk with the questions written about it (Doc2Query), alone and in "
         "the even fusion, as candidate retrievers; no question is ever scored against its own chunk expanded by "
-        "it. Validation chooses, as for every candidate.",
+        "it. Off by default: the LLM's validation questions, worded like the questions beside their chunk, "
+        "overrate it, and on people's questions it did not help (docs/measurements/2026-12-07-bm25-expansion.md).",
     )
     retriever_margin: Annotated[float, Group("flow", card=True)] = Field(
         2.0, ge=0,

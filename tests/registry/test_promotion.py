@@ -301,10 +301,13 @@ def test_each_model_expands_bm25_with_the_questions_of_the_run_that_made_it(tmp_
     mine.write_text("{}", encoding="utf-8")
     c = contenders(out, tiny, tiny, read_champion(out), expansion=mine)
     assert c.expansions == {"base": mine, "finetuned": mine, "champion": out / "runs" / "r1" / EXPANSION_FILE}
-    labels = [s.label for s in c.retrievers("champion", Settings(fusion_weights=[0.5]))]
-    assert labels[-2:] == ["bm25 (expanded)", "hybrid w=0.5 (expanded)"]
-    assert "bm25 (expanded)" not in [s.label for s in c.retrievers("base", Settings(fusion_weights=[0.5],
-                                                                                    bm25_expansion=False))]
+    on = Settings(fusion_weights=[0.5], bm25_expansion=True)
+    assert [s.label for s in c.retrievers("champion", on)][-2:] == ["bm25 (expanded)", "hybrid w=0.5 (expanded)"]
+    assert [s.label for s in c.retrievers("base", on)][-2:] == ["bm25 (expanded)", "hybrid w=0.5 (expanded)"]
+    # Off (the default), the base has no expanded candidate; what the champion serves is still evaluated.
+    off = Settings(fusion_weights=[0.5])
+    assert "bm25 (expanded)" not in [s.label for s in c.retrievers("base", off)]
+    assert [s.label for s in c.retrievers("champion", off)][-1] == "bm25 (expanded)"
     # Without this run's questions (--no-bm25-expansion) the base has no expanded candidate.
     assert not contenders(out, tiny, tiny, read_champion(out)).expansions.keys() - {"champion"}
 
@@ -314,7 +317,7 @@ def test_each_model_expands_bm25_with_the_questions_of_the_run_that_made_it(tmp_
     val = tmp_path / "val_dataset.json"
     QADataset(queries={"q": "?"}, corpus={"c": "x"}, relevant_docs={"q": ["c"]}).save(val)
     grids = {"base": _grid("bm25 (expanded)", 0.6), "finetuned": _grid("rrf", 0.5)}
-    release = decide(c, grids, {}, {"n_pairs": 1, "epochs": 1}, val, Settings(retriever_margin=0))
+    release = decide(c, grids, {}, {"n_pairs": 1, "epochs": 1}, val, Settings(retriever_margin=0, bm25_expansion=True))
     assert release.serving["retriever"]["expanded"] is True
     serve_base_model(fresh, release.serving)
     assert read_serving(fresh).expansion_path == mine.resolve()

@@ -77,6 +77,7 @@ def two_runs(tmp_path_factory, prefect_home):
     common = [
         "--pdf-dir", str(tmp / "pdfs"), "--output-dir", str(tmp / "out"), "--models-dir", str(tmp / "models"),
         "--cache-dir", str(tmp / "cache"), "--base-model", str(tiny), "--llm-backend", "extractive", "--rerank",
+        "--bm25-expansion",
         "--chunk-size", "120", "--chunk-overlap", "10", "--batch-size", "4", "--warmup-steps", "0",
         "--val-ratio", "0.5",
         # A random tiny model learns little with its random token embeddings frozen.
