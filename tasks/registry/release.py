@@ -26,10 +26,10 @@ __all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_fil
 
 # The settings a model card names (Group(..., card=True) on the field): what data and training made the model.
 CARD_SETTINGS = card_settings(Settings)
-# What the retriever record keeps in run.json and current.json: the spec and why it was chosen,
-# not this run's names for the models or their paths.
 EXPANDED_ROW = "bm25 expanded"  # the tables' row of BM25 over each chunk with its questions
 EXPANDED_BM25 = "bm25" + EXPANDED_MARK  # its retriever's label
+# What the retriever record keeps in run.json and current.json: the spec and why it was chosen,
+# not this run's names for the models or their paths.
 _RUN_ONLY = ("model", "model_path", "reranker_path", "expansion_path")
 
 

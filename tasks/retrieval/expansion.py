@@ -12,9 +12,9 @@ of questions is evaluated (:func:`expanded_scores`), each question whose text is
 its chunk's expansion is scored against an index where that chunk is expanded by its
 *other* questions only (leave one out, per chunk). The questions are asked in rounds: in
 round j each chunk sets aside its j-th question, if that question is asked; chunks hold a
-handful of questions, so this costs a handful of BM25 indexes, not one per question. Searching (``flows.query``)
-indexes every chunk with all its questions: the questions people ask there are not among
-them.
+handful of questions, so this costs a handful of BM25 indexes, not one per question.
+Searching (``flows.query``) indexes every chunk with all its questions: the questions people
+ask there are not among them.
 
 Example::
 
