@@ -24,7 +24,9 @@ def test_retriever_bench_on_legal_judgments_writes_every_row(cjrc_json: Path, tm
     assert code == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
     labels = [row["row"] for row in results["rows"]]
-    assert labels[0] == "BM25" and labels[1] == "base (dense)"
+    assert labels[:3] == ["BM25", "BM25 over each chunk and its questions", "base (dense)"]
+    # Each model's even fusion with the expanded BM25 too (--expansion, the bench's default).
+    assert sum(label.endswith("+ expanded BM25 fused, w=0.5") for label in labels) == 2
     assert any(label.startswith("tuned [") and label.endswith("(dense)") for label in labels)
     assert sum("RRF" in label for label in labels) == 2
     # Each model's reranker, trained on the fit questions: its order alone and mixed, at depth 20.
