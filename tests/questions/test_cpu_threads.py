@@ -138,6 +138,23 @@ def test_the_load_meter_measures_the_time_since_its_last_look():
     assert 0.0 <= meter.busy_elsewhere() <= len(os.sched_getaffinity(0))
 
 
+def test_a_jump_in_the_systems_counters_reads_as_every_core_busy_not_more():
+    """A VM may credit seconds of stolen time at once: the meter says all cores, not 114."""
+    from collections import namedtuple
+
+    Times = namedtuple("Times", "user system idle iowait steal")
+    jumps = iter([[Times(0.0, 0.0, 0.0, 0.0, 0.0)] * 2, [Times(10.0, 0.0, 0.0, 0.0, 7.0)] * 2])
+
+    class JumpingCounters:
+        cpu_times = staticmethod(lambda percpu: next(jumps))
+        cpu_count = staticmethod(lambda: 2)
+
+    meter = LoadMeter()
+    meter._psutil, meter._cpus = JumpingCounters, [0, 1]
+    meter._last = meter._now()
+    assert meter.busy_elsewhere() == 2.0
+
+
 def test_pick_threads_measures_only_when_not_told():
     assert pick_threads(3, sample_s=60).threads == 3  # no sampling: returns at once
     choice = pick_threads(None, sample_s=0.05)

@@ -165,7 +165,21 @@ def busy_elsewhere(sample_s: float = SAMPLE_S) -> tuple[float, str]:
     time.sleep(sample_s)
     busy = _busy_seconds(psutil, cpus) - before
     own = time.process_time() - own_before
-    return max(0.0, (busy - own) / (time.monotonic() - started)), "sampled"
+    return _elsewhere(busy, own, time.monotonic() - started, _n_cores(psutil, cpus)), "sampled"
+
+
+def _n_cores(psutil, cpus: list[int] | None) -> int:
+    return len(cpus) if cpus else psutil.cpu_count() or 1
+
+
+def _elsewhere(busy: float, own: float, seconds: float, cores: int) -> float:
+    """Cores other processes kept busy: never fewer than none nor more than there are (a VM's
+    counters can jump, e.g. stolen time credited late).
+
+    >>> _elsewhere(busy=34.2, own=0.3, seconds=0.3, cores=2)
+    2.0
+    """
+    return min(float(cores), max(0.0, (busy - own) / max(seconds, 1e-6)))
 
 
 class LoadMeter:
@@ -196,7 +210,7 @@ class LoadMeter:
         (busy0, own0, t0), now = self._last, self._now()
         self._last = now
         busy, own, t = now
-        return max(0.0, ((busy - busy0) - (own - own0)) / max(t - t0, 1e-6))
+        return _elsewhere(busy - busy0, own - own0, t - t0, _n_cores(self._psutil, self._cpus))
 
 
 class ThreadTuner:
