@@ -21,7 +21,8 @@ negatives), ``head`` (``cls``: the library's head on the first token; ``pool``: 
 on the model's own pooling), ``src`` (``fit`` or ``human``), ``hn`` (with ``src=human``: that
 many of those questions, drawn at random, e.g. as many as the fit set has, so that only their
 quality differs), ``maxlen`` (tokens a pair), ``layers`` (keep the encoder's first N layers:
-a smaller, faster reranker).
+a smaller, faster reranker), ``pooler`` (``init``: an all-zero pooler initialised afresh, as
+the pipeline does; ``zero``: kept as loaded, as the pipeline did before).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from bench import cmrc_human as ch
 from bench.harness import BenchInputError, markdown_table, report_results, setup_logging
 
 DEFAULTS = {"loss": "mnrl", "epochs": "2", "lr": "5e-5", "bs": "8", "nneg": "4", "inbatch": "4", "head": "cls",
-            "src": "fit", "maxlen": "256", "layers": "all", "hn": "all"}
+            "src": "fit", "maxlen": "256", "layers": "all", "hn": "all",
+            "pooler": "init"}
 DEPTH = 20
 
 
@@ -98,7 +100,7 @@ def train_variant(base: str, model, dataset, v: dict[str, str], seed: int, out: 
     from tasks.reranking.pairs import first_stage_rows
 
     from tasks.core.settings import Settings
-    from tasks.reranking.training import max_length
+    from tasks.reranking.training import initialise_blank_pooler, max_length
 
     limit = max_length(base, Settings(reranker_max_length=int(v["maxlen"])))  # no more than the model's positions
     if v["hn"] != "all":
@@ -116,6 +118,8 @@ def train_variant(base: str, model, dataset, v: dict[str, str], seed: int, out: 
         ce.max_seq_length = limit
     else:
         ce = CrossEncoder(base, num_labels=1, max_length=limit)
+        if v["pooler"] == "init":
+            initialise_blank_pooler(ce)
     if v["layers"] != "all":
         keep_layers(ce, int(v["layers"]))
     ce.model.get_input_embeddings().weight.requires_grad_(False)

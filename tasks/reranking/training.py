@@ -73,6 +73,28 @@ def max_length(start: str, settings: Settings) -> int:
     return min(settings.reranker_max_length, positions - offset)
 
 
+def initialise_blank_pooler(model) -> bool:
+    """Give ``model`` (a :class:`CrossEncoder`) a freshly initialised pooler if the one it
+    loaded is all zeros; True if it did.
+
+    BERT-style sequence classifiers score ``tanh(W · h[CLS] + b)``. An embedding model that
+    pools otherwise may carry that pooler as zeros (the bundled e5's converter writes them),
+    and a zero ``W`` passes no gradient to the encoder: training then moves the encoder only
+    by the optimiser's normalised noise, and the reranker ranks about as chance does, or not,
+    by luck (docs/measurements/2026-12-07-reranker-pooler.md). The model's own initialiser
+    (normal, ``initializer_range``) is what transformers gives a pooler a checkpoint lacks.
+    """
+    import torch
+
+    dense = getattr(getattr(model.model.base_model, "pooler", None), "dense", None)
+    if dense is None or torch.count_nonzero(dense.weight) > 0:
+        return False
+    with torch.no_grad():
+        dense.weight.normal_(0.0, getattr(model.model.config, "initializer_range", 0.02))
+        dense.bias.zero_()
+    return True
+
+
 def train_reranker(start: str, first_stage_model: str, train_dataset: Path, out_dir: Path,
                    settings: Settings) -> RerankerResult:
     """Train a cross-encoder from ``start`` on ``train_dataset`` and save it to ``out_dir``
@@ -87,6 +109,8 @@ def train_reranker(start: str, first_stage_model: str, train_dataset: Path, out_
     torch.manual_seed(settings.seed)
     model = CrossEncoder(start, num_labels=1, max_length=max_length(start, settings),
                          trust_remote_code=settings.trust_remote_code)
+    if initialise_blank_pooler(model):
+        logger.info("the reranker's pooler was all zeros in %s: initialised afresh", start)
     # Most of a multilingual encoder's weights are its token embeddings; a few hundred pairs
     # touch a few thousand rows of them, and their gradient and optimizer state would cost
     # more memory and time than the rest of the model.

@@ -167,3 +167,32 @@ def test_a_reranker_is_trained_from_the_bundled_e5_and_saved_whole(tmp_path):
     pairs = [(q, t) for q in questions for t in texts]
     assert not np.allclose(CrossEncoderReranker(tmp_path / "reranker").predict(pairs),
                            CrossEncoderReranker(tmp_path / "untrained").predict(pairs))
+
+
+@pytest.mark.slow
+def test_a_blank_pooler_is_initialised_so_the_encoder_learns_from_the_first_step():
+    """The bundled e5 carries its unused pooler as zeros; a cross-encoder scores through it,
+    so a zero pooler passes the encoder no gradient. Initialised afresh, it does, and a
+    pooler that is not blank is left as it is."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from tasks.models.base import prepare_base_model
+    from tasks.reranking.training import initialise_blank_pooler
+
+    def encoder_gradient(ce) -> float:
+        ce.model.zero_grad()
+        features = ce.tokenizer(["张某要求被告归还多少钱？"], ["原告张某请求判令被告归还借款五万元及利息。"],
+                                return_tensors="pt")
+        ce.model(**features).logits.sum().backward()
+        return float(ce.model.base_model.encoder.layer[11].output.dense.weight.grad.abs().sum())
+
+    e5 = prepare_base_model(Settings()).path
+    torch.manual_seed(0)
+    ce = CrossEncoder(e5, num_labels=1)
+    pooler = ce.model.base_model.pooler.dense
+    assert torch.count_nonzero(pooler.weight) == 0 and encoder_gradient(ce) == 0.0
+    assert initialise_blank_pooler(ce)
+    assert 0.015 < float(pooler.weight.std()) < 0.025 and encoder_gradient(ce) > 0.0
+    kept = pooler.weight.clone()
+    assert not initialise_blank_pooler(ce) and torch.equal(pooler.weight, kept)
