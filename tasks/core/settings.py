@@ -432,8 +432,10 @@ class Settings(BaseSettings):
     reranker_epochs: Annotated[int, Group("reranking", card=True)] = Field(
         2, ge=0, description="Reranker training epochs; 0: use the starting model as it is.",
     )
-    reranker_learning_rate: Annotated[float, Group("reranking", card=True)] = Field(
-        5e-5, gt=0, description="Peak learning rate of reranker training.",
+    reranker_learning_rate: Annotated[float | None, Group("reranking", card=True)] = Field(
+        None, gt=0, description="Peak learning rate of reranker training. Default: 3e-4 when the reranker grows a new "
+        "scoring head on an embedding model's encoder (the cpu profile; 5e-5 left it near chance on court judgments, "
+        "docs/measurements/2026-12-07-reranker-pooler.md), 5e-5 when it starts from a reranker.",
     )
     reranker_batch_size: Annotated[int, Group("reranking", card=True)] = Field(
         8, gt=1, description="Training questions per reranker step.",
@@ -557,6 +559,12 @@ class Settings(BaseSettings):
         if self.reranker_model:
             return self.reranker_model
         return BCE_RERANKER_MODELSCOPE_ID if self.profile == "gpu" else RERANKER_FROM_BASE
+
+    def resolved_reranker_learning_rate(self, new_head: bool) -> float:
+        """The reranker's learning rate: the setting, else by its start (see ``reranker_learning_rate``)."""
+        if self.reranker_learning_rate is not None:
+            return self.reranker_learning_rate
+        return 3e-4 if new_head else 5e-5
 
     def resolved_llm_backend(self) -> str:
         if self.llm_backend:

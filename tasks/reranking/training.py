@@ -5,7 +5,9 @@ local folder) or the base embedding model's encoder, to which sentence-transform
 :class:`~sentence_transformers.cross_encoder.CrossEncoder` adds a one-logit scoring head on
 the first token (the CPU path: no reranker checkpoint comes inside a PyPI package). A head on
 e5's mean-pooled states instead, as e5 was trained to pool, measured the same on court
-judgments (docs/measurements/2026-12-07-reranker.md), so the library's default stays. Each training question
+judgments (docs/measurements/2026-12-07-reranker.md), so the library's default stays. A new
+head needs a pooler that passes a gradient (:func:`initialise_blank_pooler`) and a larger
+step than a reranker being adapted (``Settings.resolved_reranker_learning_rate``). Each training question
 comes with its own chunk and the first stage's best-ranked wrong chunks (:mod:`.pairs`);
 the loss is listwise, sentence-transformers' cross-encoder ``MultipleNegativesRankingLoss``:
 the question's own chunk must score above its hard negatives and above chunks of other
@@ -95,6 +97,15 @@ def initialise_blank_pooler(model) -> bool:
     return True
 
 
+def has_scoring_head(start: str, settings: Settings) -> bool:
+    """Whether ``start`` is a cross-encoder already (its checkpoint carries a scoring head),
+    rather than an encoder to which training adds one."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(start, trust_remote_code=settings.trust_remote_code)
+    return any(a.endswith("ForSequenceClassification") for a in config.architectures or ())
+
+
 def train_reranker(start: str, first_stage_model: str, train_dataset: Path, out_dir: Path,
                    settings: Settings) -> RerankerResult:
     """Train a cross-encoder from ``start`` on ``train_dataset`` and save it to ``out_dir``
@@ -115,15 +126,17 @@ def train_reranker(start: str, first_stage_model: str, train_dataset: Path, out_
     # touch a few thousand rows of them, and their gradient and optimizer state would cost
     # more memory and time than the rest of the model.
     model.model.get_input_embeddings().weight.requires_grad_(False)
+    learning_rate = settings.resolved_reranker_learning_rate(new_head=not has_scoring_head(start, settings))
     steps, started = 0, time.monotonic()
     with replace_folder(Path(out_dir)) as tmp:
         if settings.reranker_epochs > 0 and rows:
-            logger.info("training the reranker from %s on %d questions with %d hard negatives each (%d epoch(s))",
-                        start, len(rows), len(rows[0]) - 2, settings.reranker_epochs)
+            logger.info("training the reranker from %s on %d questions with %d hard negatives each "
+                        "(%d epoch(s), learning rate %g)", start, len(rows), len(rows[0]) - 2,
+                        settings.reranker_epochs, learning_rate)
             args = CrossEncoderTrainingArguments(
                 output_dir=str(tmp / ".trainer"), num_train_epochs=settings.reranker_epochs,
                 per_device_train_batch_size=settings.reranker_batch_size,
-                learning_rate=settings.reranker_learning_rate, warmup_steps=0.1, save_strategy="no",
+                learning_rate=learning_rate, warmup_steps=0.1, save_strategy="no",
                 logging_steps=10, report_to="none", seed=settings.seed, data_seed=settings.seed,
                 # Two rows of the same question or chunk in a batch would each be the other's false negative.
                 batch_sampler="no_duplicates",

@@ -128,6 +128,24 @@ def test_reranker_start_is_the_base_model_a_local_folder_or_a_named_error(tmp_pa
     assert Settings().resolved_reranker_model() == "base"
     # On by default where a reranker checkpoint and the compute for it are at hand.
     assert Settings(profile="gpu").resolved_rerank() and not Settings().resolved_rerank()
+
+
+def test_a_new_scoring_head_learns_faster_than_a_reranker_is_tuned_unless_told(tmp_path):
+    """A head grown on an embedding model's encoder starts from nothing and needs a larger
+    step than a reranker that is only adapted; the setting overrides both. Which start is
+    which is read from the checkpoint's architecture."""
+    import json
+
+    from tasks.reranking.training import has_scoring_head
+
+    assert Settings().resolved_reranker_learning_rate(new_head=True) == 3e-4
+    assert Settings().resolved_reranker_learning_rate(new_head=False) == 5e-5
+    assert Settings(reranker_learning_rate=1e-5).resolved_reranker_learning_rate(new_head=True) == 1e-5
+    for name, architecture in (("encoder", "BertModel"), ("reranker", "XLMRobertaForSequenceClassification")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": [architecture]}))
+    assert not has_scoring_head(str(tmp_path / "encoder"), Settings())
+    assert has_scoring_head(str(tmp_path / "reranker"), Settings())
     assert Settings(rerank=True).resolved_rerank() and not Settings(profile="gpu", rerank=False).resolved_rerank()
 
 
@@ -141,7 +159,7 @@ def test_a_reranker_is_trained_from_the_bundled_e5_and_saved_whole(tmp_path):
     from safetensors.torch import load_file
 
     from tasks.models.base import prepare_base_model
-    from tasks.reranking.training import train_reranker
+    from tasks.reranking.training import has_scoring_head, train_reranker
 
     texts = ["原告张某请求判令被告归还借款五万元及利息。", "被告人李某于二〇一八年三月盗窃电动车一辆，价值两千元。",
              "本院认为，双方签订的买卖合同合法有效，双方均应当履行。", "公司未按约定期限支付货款，应承担违约责任。",
@@ -160,6 +178,7 @@ def test_a_reranker_is_trained_from_the_bundled_e5_and_saved_whole(tmp_path):
     untrained = train_reranker(e5, e5, tmp_path / "train.json", tmp_path / "untrained",
                                settings.model_copy(update={"reranker_epochs": 0}))
     assert untrained.steps == 0
+    assert has_scoring_head(str(tmp_path / "reranker"), settings) and not has_scoring_head(e5, settings)
     trained, start = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("reranker", "untrained"))
     moved = [k for k in trained if not torch.equal(trained[k], start[k])]
     assert any("classifier" in k for k in moved) and any("encoder.layer.11" in k for k in moved)
