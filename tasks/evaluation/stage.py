@@ -13,13 +13,12 @@ from tasks.core.stage import stage, stage_logger
 
 def _evaluate_summary(grid: dict, cached: bool) -> dict:
     from tasks.retrieval.metrics import metric_value
-    from tasks.retrieval.retriever import RERANK_MARK, RetrieverSpec
+    from tasks.retrieval.retriever import EXPANDED_BM25, RERANK_MARK
 
-    expanded = RetrieverSpec("bm25", expanded=True).label
     return {"ndcg_at_10": round(metric_value(grid["dense"], "ndcg@10"), 4),
             "bm25_ndcg_at_10": round(metric_value(grid["bm25"], "ndcg@10"), 4),
-            **({"bm25_expanded_ndcg_at_10": round(metric_value(grid[expanded], "ndcg@10"), 4)}
-               if expanded in grid else {}),
+            **({"bm25_expanded_ndcg_at_10": round(metric_value(grid[EXPANDED_BM25], "ndcg@10"), 4)}
+               if EXPANDED_BM25 in grid else {}),
             **{f"rerank@{label.split(RERANK_MARK, 1)[1]}_ndcg_at_10".replace(" ", "_"): round(metric_value(m, "ndcg@10"), 4)
                for label, m in grid.items() if RERANK_MARK in label}}
 

@@ -19,7 +19,7 @@ from typing import Any
 from tasks.core.settings import Settings, card_settings
 from tasks.registry.model_card import update_model_card
 from tasks.registry.runs import EXPANSION_FILE, RERANKER_DIR, Champion, read_champion, read_serving
-from tasks.retrieval.retriever import EXPANDED_MARK
+from tasks.retrieval.retriever import EXPANDED_BM25
 
 __all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_file", "read_champion", "read_serving",
            "report_rows", "serving_line", "ship_retriever", "shipped", "table_rows", "update_model_card"]
@@ -27,7 +27,6 @@ __all__ = ["Contenders", "Release", "contenders", "decide", "human_questions_fil
 # The settings a model card names (Group(..., card=True) on the field): what data and training made the model.
 CARD_SETTINGS = card_settings(Settings)
 EXPANDED_ROW = "bm25 expanded"  # the tables' row of BM25 over each chunk with its questions
-EXPANDED_BM25 = "bm25" + EXPANDED_MARK  # its retriever's label
 # What the retriever record keeps in run.json and current.json: the spec and why it was chosen,
 # not this run's names for the models or their paths.
 _RUN_ONLY = ("model", "model_path", "reranker_path", "expansion_path")

@@ -115,6 +115,9 @@ class RetrieverSpec:
         return f"{first}, its top {self.rerank_k} reranked by the cross-encoder"
 
 
+EXPANDED_BM25 = RetrieverSpec("bm25", expanded=True).label  # BM25 over each chunk with its questions
+
+
 def candidates(weights: Sequence[float] = DEFAULT_WEIGHTS, tokenizer: str = "char",
                rerank_depths: Sequence[int] = (), rerank_weights: Sequence[float] = (1.0,),
                expansion: bool = False) -> list[RetrieverSpec]:
