@@ -38,8 +38,7 @@ from bench import cmrc_human as ch
 from bench.harness import BenchInputError, markdown_table, report_results, setup_logging
 
 DEFAULTS = {"loss": "mnrl", "epochs": "2", "lr": "3e-4", "bs": "8", "nneg": "4", "inbatch": "4", "head": "cls",
-            "src": "fit", "maxlen": "256", "layers": "all", "hn": "all",
-            "pooler": "init"}
+            "src": "fit", "maxlen": "256", "layers": "all", "hn": "all", "pooler": "init"}
 DEPTH = 20
 
 
