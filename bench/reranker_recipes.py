@@ -8,8 +8,8 @@ on the fit questions (or, ``src=human``, on the questions people wrote about the
 after the first ``--n-passages``: a control that says what better training questions would
 buy), its negatives the first stage's best wrong chunks. Rows per set (validation,
 people's questions about the trained and the held-out passages): BM25, the dense model,
-the fusion, the fusion's top 20 in the reranker's order, and mixed half and half (z-scores)
-with the fusion's. NDCG@10 / accuracy@1, and the reranking milliseconds a question.
+the fusion, the fusion's top ``depth`` (20) in the reranker's order, and mixed half and half
+(z-scores) with the fusion's. NDCG@10 / accuracy@1, and the reranking milliseconds a question.
 
     .venv/bin/python -m bench.reranker_recipes --variant loss=mnrl,epochs=2 --variant loss=bce,epochs=2
     .venv/bin/python -m bench.reranker_recipes --variant loss=mnrl,epochs=2,src=human
@@ -22,7 +22,9 @@ on the model's own pooling), ``src`` (``fit`` or ``human``), ``hn`` (with ``src=
 many of those questions, drawn at random, e.g. as many as the fit set has, so that only their
 quality differs), ``maxlen`` (tokens a pair), ``layers`` (keep the encoder's first N layers:
 a smaller, faster reranker), ``pooler`` (``init``: an all-zero pooler initialised afresh, as
-the pipeline does; ``zero``: kept as loaded, as the pipeline did before).
+the pipeline does; ``zero``: kept as loaded, as the pipeline did before), ``depth`` (the
+first stage's chunks the negatives are mined from and the reranker re-scores, as the
+pipeline's ``rerank_k`` does both).
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ from bench import cmrc_human as ch
 from bench.harness import BenchInputError, markdown_table, report_results, setup_logging
 
 DEFAULTS = {"loss": "mnrl", "epochs": "2", "lr": "3e-4", "bs": "8", "nneg": "4", "inbatch": "4", "head": "cls",
-            "src": "fit", "maxlen": "256", "layers": "all", "hn": "all", "pooler": "init"}
-DEPTH = 20
+            "src": "fit", "maxlen": "256", "layers": "all", "hn": "all", "pooler": "init", "depth": "20"}
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -105,7 +106,8 @@ def train_variant(base: str, model, dataset, v: dict[str, str], seed: int, out: 
     if v["hn"] != "all":
         dataset = sample_questions(dataset, int(v["hn"]), seed)
     evaluator, _, _, fused = first_stage(model, dataset)
-    rows = first_stage_rows(dataset, fused, evaluator.queries_ids, evaluator.corpus_ids, int(v["nneg"]), DEPTH)
+    rows = first_stage_rows(dataset, fused, evaluator.queries_ids, evaluator.corpus_ids, int(v["nneg"]),
+                            int(v["depth"]))
     torch.manual_seed(seed)
     if v["head"] == "pool":
         from sentence_transformers.base.modules import Dense
@@ -158,23 +160,23 @@ def keep_layers(ce, n: int) -> None:
     encoder.config.num_hidden_layers = n
 
 
-def rows_for(name: str, dataset, model, reranker) -> list[dict]:
+def rows_for(name: str, dataset, model, reranker, depth: int) -> list[dict]:
     from tasks.retrieval.metrics import metrics_from_scores
     from tasks.retrieval.rerank import rerank
 
     evaluator, dense, bm25, fused = first_stage(model, dataset)
     scorer = reranker.scorer(evaluator.queries, evaluator.corpus)
     started = time.monotonic()
-    alone = rerank(fused, DEPTH, scorer, evaluator.corpus_ids)
+    alone = rerank(fused, depth, scorer, evaluator.corpus_ids)
     ms = (time.monotonic() - started) * 1000 / len(evaluator.queries)
-    mixed = rerank(fused, DEPTH, scorer, evaluator.corpus_ids, 0.5)
+    mixed = rerank(fused, depth, scorer, evaluator.corpus_ids, 0.5)
     out = []
-    for label, scores in (("bm25", bm25), ("dense", dense), ("fused w=0.5", fused), ("+ rerank@20", alone),
-                          ("+ rerank@20 mix 0.5", mixed)):
+    for label, scores in (("bm25", bm25), ("dense", dense), ("fused w=0.5", fused), (f"+ rerank@{depth}", alone),
+                          (f"+ rerank@{depth} mix 0.5", mixed)):
         m = metrics_from_scores(dataset, scores, "x", evaluator)
         out.append({"set": name, "retriever": label, "ndcg@10": round(m["x_ndcg@10"], 4),
                     "accuracy@1": round(m["x_accuracy@1"], 4), "questions": len(evaluator.queries),
-                    **({"rerank_ms_per_question": round(ms)} if label == "+ rerank@20" else {})})
+                    **({"rerank_ms_per_question": round(ms)} if label == f"+ rerank@{depth}" else {})})
     return out
 
 
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                                         Path(tmp))
         reranker = CrossEncoderReranker("(in memory)", model=ce)
         for name in ("val", "trained", "held-out"):
-            for row in rows_for(name, sets[name], model, reranker):
+            for row in rows_for(name, sets[name], model, reranker, int(v["depth"])):
                 results.append({"variant": label, "train_seconds": round(seconds), **row})
                 table.append([label, name, row["retriever"], f"{row['ndcg@10']:.4f}", f"{row['accuracy@1']:.4f}"])
     report_results(args.out, {"data": str(args.data), "n_passages": args.n_passages, "rows": results},
