@@ -18,7 +18,8 @@ def test_each_variant_gets_every_row_on_every_set(cjrc_json: Path, tmp_path: Pat
     tiny = make_tiny_st_model(tmp_path / "tiny")
     code = main(["--data", str(cjrc_json), "--n-passages", "6", "--llm-backend", "extractive",
                  "--base-model", str(tiny), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
-                 "--variant", "loss=mnrl,epochs=1,bs=2,nneg=2,inbatch=1,layers=1,depth=3", "--variant", "loss=bce,epochs=1,bs=4,nneg=2"])
+                 "--variant", "loss=mnrl,epochs=1,bs=2,nneg=2,inbatch=1,layers=1,depth=3",
+                 "--variant", "loss=bce,epochs=1,bs=4,nneg=2"])
     assert code == 0
     rows = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["rows"]
     assert len(rows) == 2 * 3 * 5  # variants × sets × retrievers
