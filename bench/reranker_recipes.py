@@ -170,13 +170,14 @@ def rows_for(name: str, dataset, model, reranker, depth: int) -> list[dict]:
     alone = rerank(fused, depth, scorer, evaluator.corpus_ids)
     ms = (time.monotonic() - started) * 1000 / len(evaluator.queries)
     mixed = rerank(fused, depth, scorer, evaluator.corpus_ids, 0.5)
+    reranked = f"+ rerank@{depth}"
     out = []
-    for label, scores in (("bm25", bm25), ("dense", dense), ("fused w=0.5", fused), (f"+ rerank@{depth}", alone),
-                          (f"+ rerank@{depth} mix 0.5", mixed)):
+    for label, scores in (("bm25", bm25), ("dense", dense), ("fused w=0.5", fused), (reranked, alone),
+                          (f"{reranked} mix 0.5", mixed)):
         m = metrics_from_scores(dataset, scores, "x", evaluator)
         out.append({"set": name, "retriever": label, "ndcg@10": round(m["x_ndcg@10"], 4),
                     "accuracy@1": round(m["x_accuracy@1"], 4), "questions": len(evaluator.queries),
-                    **({"rerank_ms_per_question": round(ms)} if label == f"+ rerank@{depth}" else {})})
+                    **({"rerank_ms_per_question": round(ms)} if label == reranked else {})})
     return out
 
 
